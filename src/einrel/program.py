@@ -1,0 +1,192 @@
+"""`er.compile`: the whole pipeline, from lazy tensors to a runnable `Program`.
+
+Graph -> decomposition (a partition per node) -> unplaced task graph -> placement (a device per
+task) -> placed task graph with moves -> memory plan (when a budget is set) -> engine.
+Each stage is a pure function; the Program only holds their results and the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .decompose.partition import Partition
+from .devices import Devices, cpu, parse_bytes
+from .errors import CompileError, EinrelError
+from .graph import Graph, Tensor, build_graph
+from .reference import bind_feeds
+from .taskgraph import TaskGraph, assemble_outputs, build_tasks, place_tasks
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the compiler decided: partitions per node, a device per task, the modelled cost."""
+
+    graph: Graph
+    decomposition: dict[int, Partition]
+    tasks: TaskGraph
+    cost: float
+    partitioner: str
+    placer: str
+    memgraph: Any = None
+    compile_time_s: float = 0.0
+
+    @property
+    def partitions(self) -> dict[str, dict[str, int]]:
+        """Node name -> parts per einsum label (or per dimension for other nodes)."""
+        out: dict[str, dict[str, int]] = {}
+        for n in self.graph.nodes:
+            p = self.decomposition[n.id]
+            keys = list(n.einsum.labels) if n.op == "einsum" else [str(d) for d in range(len(p.dims))]
+            out[n.name] = dict(zip(keys, p.grid))
+        return out
+
+    @property
+    def devices(self) -> dict[int, int]:
+        """Task id -> device."""
+        return {t.id: t.device for t in self.tasks.tasks}
+
+    def __str__(self) -> str:
+        s = self.tasks.stats()
+        lines = [f"plan: {len(self.graph)} nodes -> {s['tasks']} tasks on {self.tasks.ndev} "
+                 f"device(s); partitioner={self.partitioner} placer={self.placer}; modelled "
+                 f"cost {self.cost:.4g} elements moved; {s['bytes_moved']} bytes moved"]
+        for n in self.graph.nodes:
+            if n.op == "input":
+                continue
+            parts = " ".join(f"{k}={v}" for k, v in self.partitions[n.name].items())
+            lines.append(f"  {n.name:>6} {n.op:<8} {parts}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """The last run: wall time, peak bytes per device, bytes moved between devices and offloaded."""
+
+    wall_time_s: float = 0.0
+    peak_bytes: dict[int, int] = field(default_factory=dict)
+    bytes_moved: int = 0
+    bytes_offloaded: int = 0
+    busy_s: dict[int, float] = field(default_factory=dict)
+    events: list[Any] = field(default_factory=list, repr=False)
+
+    def __str__(self) -> str:
+        peak = ", ".join(f"{d}: {b / 2**20:.1f} MiB" for d, b in sorted(self.peak_bytes.items()))
+        return (f"run: {self.wall_time_s * 1e3:.1f} ms; peak {{{peak}}}; moved "
+                f"{self.bytes_moved / 2**20:.1f} MiB; offloaded {self.bytes_offloaded / 2**20:.1f} MiB")
+
+
+class Program:
+    """A compiled computation: `run(feeds)` returns numpy arrays, one per output."""
+
+    def __init__(self, outputs: list[Tensor], devices: Devices, plan: Plan, engine: Any,
+                 cost_model: Any, priority: str) -> None:
+        self.outputs = outputs
+        self.device_set = devices
+        self.plan = plan
+        self.engine = engine
+        self.cost_model = cost_model
+        self.priority = priority
+        self.report = Report()
+
+    def run(self, feeds: Mapping[str, Any], trace: str | None = None) -> list[np.ndarray]:
+        """Run on `feeds`; `trace="out.json"` also writes a Chrome trace and `out.png`."""
+        inputs, variables = bind_feeds(self.plan.graph, feeds)
+        res = self.engine.run(self.plan.tasks, inputs, variables, trace=trace is not None,
+                              memgraph=self.plan.memgraph, priority=self.priority)
+        self.report = Report(res.wall_time_s, dict(res.peak_bytes), res.bytes_moved,
+                             res.bytes_offloaded, _busy(res.events), list(res.events))
+        if trace is not None:
+            from .runtime.trace import write_trace
+
+            write_trace(res.events, self.plan.tasks, trace)
+        return assemble_outputs(self.plan.tasks, res.values)
+
+    def simulate(self) -> float:
+        """Simulated makespan in seconds under the calibrated cost model."""
+        from .runtime.sim import SimEngine
+
+        return SimEngine(self.plan.tasks.ndev, self.cost_model).simulate(
+            self.plan.tasks, priority=self.priority).makespan_s
+
+    def explain(self, console: Any = None) -> None:
+        """Rich tables: per node its partition and modelled cost; per device its load."""
+        from .explain import explain
+
+        explain(self, console)
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+
+def _busy(events: Sequence[Any]) -> dict[int, float]:
+    busy: dict[int, float] = {}
+    for e in events:
+        busy[e.device] = busy.get(e.device, 0.0) + (e.end - e.start)
+    return busy
+
+
+def compile(  # noqa: A001 - the public name
+    outputs: Tensor | Sequence[Tensor],
+    devices: Devices | None = None,
+    partitioner: str = "eindecomp",
+    placer: str = "critical-path",
+    memory_limit: int | str | None = None,
+    priority: str = "critical-path",
+    chunks: Mapping[str, Any] | None = None,
+    cost_model: Any = None,
+    seed: int = 0,
+    **options: Any,
+) -> Program:
+    """Decompose, place and plan `outputs` for `devices` (default `er.cpu(1)`)."""
+    from .decompose import get_partitioner, plan_cost
+    from .place.registry import place
+    from .runtime.costmodel import CostModel
+
+    t0 = time.perf_counter()
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    if not outs:
+        raise CompileError("compile needs at least one output tensor")
+    devs = devices if devices is not None else cpu(1)
+    if not isinstance(devs, Devices):
+        raise CompileError(f"devices must be er.cpu(n), er.gpu(...) or er.ray(n), got {devs!r}")
+    if memory_limit is not None:
+        devs = devs.with_memory(parse_bytes(memory_limit, "memory_limit"))
+    graph = build_graph(outs)
+    model = cost_model if cost_model is not None else CostModel.load_or_default()
+    if chunks is not None:
+        partitioner, options = "chunks", {**options, "chunks": chunks}
+    decomposition = get_partitioner(partitioner)(graph, devs.n, memory=devs.memory, **options)
+    unplaced = build_tasks(graph, decomposition)
+    assignment = place(placer, unplaced, devs.n, model, seed=seed)
+    placed = place_tasks(unplaced, assignment, devs.n)
+    memgraph = None
+    if devs.memory is not None:
+        from .memplan import plan_memory
+
+        memgraph = plan_memory(placed, {d: devs.memory for d in range(devs.n)})
+    plan = Plan(graph, dict(decomposition), placed, plan_cost(graph, decomposition), partitioner,
+                placer, memgraph, time.perf_counter() - t0)
+    return Program(outs, devs, plan, _engine(devs), model, priority)
+
+
+def _engine(devs: Devices) -> Any:
+    if devs.kind == "cpu":
+        from .runtime.local import LocalEngine
+
+        return LocalEngine(devs.n)
+    if devs.kind == "gpu":
+        from .runtime.gpu import GpuEngine
+
+        return GpuEngine(devs)
+    if devs.kind == "ray":
+        from .runtime.ray_engine import RayEngine
+
+        return RayEngine(devs)
+    raise EinrelError(f"unknown device kind {devs.kind!r}")
