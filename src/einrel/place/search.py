@@ -3,8 +3,10 @@
 The simulator is the objective, so whatever the search finds is a real improvement under PAPERS
 §4.8 semantics. Moves aim at the critical chain of the current schedule (the ops whose finishes
 start one another up to the makespan): pulling a consumer onto its producer's device removes a
-transfer, moving a queued op elsewhere removes a wait, and moving a whole chain segment onto one
-device does both at once. Random single moves and swaps keep the walk from stalling.
+transfer, moving a queued op elsewhere removes a wait, and moving a chain segment or a connected
+region (a producer with its consumers, a whole branch) onto one device moves work without adding
+transfers, which single-op moves cannot do when shipping costs more than computing (comm = 4·comp
+in the released graphs). Random single moves and swaps keep the walk from stalling.
 """
 
 from __future__ import annotations
@@ -41,13 +43,17 @@ def anneal(
     max_evals: int | None = None,
     start: Sequence[int] | None = None,
     temperature: float = 0.02,
+    refresh: int = 8,
 ) -> SearchResult:
     """Anneal from `start` (default: the better of critical path and HEFT) for `budget_s` seconds
     or `max_evals` simulator calls, whichever ends first; returns the best assignment seen.
 
     `temperature` is the initial temperature as a fraction of the starting makespan; it decays
     geometrically to 1/1000 of that over the run; after 20·n evaluations without a new best the
-    walk restarts from the best assignment.
+    walk restarts from the best assignment. The critical chain is recomputed at most every
+    `refresh` evaluations: a slightly stale chain steers moves as well and costs a fifth less.
+    With `max_evals` the temperature follows evaluations, not time, so with an ample `budget_s`
+    the result depends only on the seed.
     """
     check_ndev(ndev)
     if budget_s <= 0 and max_evals is None:
@@ -69,7 +75,9 @@ def anneal(
         return SearchResult(best_a, best, first, evals, time.perf_counter() - t0)
     t_hi = max(temperature * cur, 1e-300)
     t_lo = t_hi * 1e-3
-    chain: list[int] | None = None
+    chain: list[int] = []
+    chain_at = -refresh  # evaluation count when the chain was last computed
+    stale = True
     preds, succs = graph.preds, graph.succs
     limit = max_evals if max_evals is not None else math.inf
     deadline = t0 + budget_s if budget_s > 0 else math.inf
@@ -80,10 +88,11 @@ def anneal(
             elapsed = time.perf_counter() - t0
             if t0 + elapsed >= deadline:
                 break
-        frac = max(elapsed / budget_s if budget_s > 0 else 0.0, evals / limit)
+        frac = evals / limit if max_evals is not None else elapsed / budget_s
         temp = t_hi * (t_lo / t_hi) ** min(frac, 1.0)
-        if chain is None:
+        if stale and evals - chain_at >= refresh:
             chain = simulate(graph, current).critical_chain()
+            chain_at, stale = evals, False
         changed = _propose(rng, current, chain, preds, succs, ndev)
         if not changed:
             continue
@@ -92,7 +101,7 @@ def anneal(
         delta = new - cur
         if delta <= 0 or rng.random() < math.exp(-delta / temp):
             if new != cur:
-                chain = None
+                stale = True
             cur = new
             if new < best:
                 best, best_a = new, current.copy()
@@ -105,7 +114,7 @@ def anneal(
         if since_best > 20 * n:
             current = best_a.copy()
             cur = best
-            chain = None
+            stale = True
             since_best = 0
     return SearchResult(best_a, best, first, evals, time.perf_counter() - t0)
 
@@ -121,20 +130,24 @@ def _propose(
     """Apply one random move to `a` in place; return (op, old device) pairs to undo it."""
     n = len(a)
     r = rng.random()
-    if r < 0.35:  # co-locate a chain op with a neighbour
+    if r < 0.3:  # co-locate a chain op with a neighbour
         v = chain[rng.randrange(len(chain))]
         nbrs = preds[v] + succs[v]
         if not nbrs:
             return _reassign(rng, a, v, ndev)
         d = a[nbrs[rng.randrange(len(nbrs))]]
         return _set(a, [v], d)
-    if r < 0.55:  # move a chain op anywhere
+    if r < 0.45:  # move a chain op anywhere
         return _reassign(rng, a, chain[rng.randrange(len(chain))], ndev)
-    if r < 0.7:  # a chain segment onto one device
+    if r < 0.55:  # a chain segment onto one device
         i = rng.randrange(len(chain))
         j = min(len(chain), i + 2 + rng.randrange(6))
         return _set(a, chain[i:j], rng.randrange(ndev))
-    if r < 0.85:  # any op anywhere
+    if r < 0.75:  # a connected region around an op onto one device
+        v = chain[rng.randrange(len(chain))] if r < 0.65 else rng.randrange(n)
+        region = _region(rng, v, 2 + rng.randrange(8), preds, succs)
+        return _set(a, region, rng.randrange(ndev))
+    if r < 0.87:  # any op anywhere
         return _reassign(rng, a, rng.randrange(n), ndev)
     u, v = rng.randrange(n), rng.randrange(n)  # swap
     if a[u] == a[v]:
@@ -142,6 +155,27 @@ def _propose(
     old = [(u, a[u]), (v, a[v])]
     a[u], a[v] = a[v], a[u]
     return old
+
+
+def _region(
+    rng: random.Random,
+    v: int,
+    size: int,
+    preds: tuple[tuple[int, ...], ...],
+    succs: tuple[tuple[int, ...], ...],
+) -> list[int]:
+    """Up to `size` ops reached from v by a breadth-first walk over edges in both directions,
+    neighbours visited in random order."""
+    region, seen, i = [v], {v}, 0
+    while i < len(region) and len(region) < size:
+        nbrs = list(preds[region[i]] + succs[region[i]])
+        rng.shuffle(nbrs)
+        for u in nbrs:
+            if u not in seen and len(region) < size:
+                seen.add(u)
+                region.append(u)
+        i += 1
+    return region
 
 
 def _reassign(rng: random.Random, a: list[int], v: int, ndev: int) -> list[tuple[int, int]]:
