@@ -5,8 +5,12 @@ Einsum rules (input i with labels L_i, output cotangent g):
   the two standard contractions for a product join and the symbolic VJP for any other join;
 * max / min: the gradient goes to the elements that attain the extremum; ties split it equally
   (each of c tied elements receives g / c), unlike torch's choice of one arbitrary element;
+  when the node rounds its result (float16/bfloat16), the extremum is recomputed in float32 so
+  that comparing it with the join still finds the elements that attain it;
 * prod: d/dx_j of a product is the product of the other factors, computed exactly with zeros
   (by counting zeros and multiplying the non-zero factors), never by dividing by zero.
+Labels of the join space that no operand of a VJP einsum carries (nor the target) multiply the
+contribution by their sizes: the summand is the same for each of their values.
 Structural nodes: slice pastes g into zeros, concat slices g, reshape reshapes back, fill and
 stop_gradient nodes pass nothing. Contributions over fan-out are summed in one n-ary add.
 
@@ -16,6 +20,7 @@ The gradient with respect to a tensor the output does not depend on is zeros of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from . import frontend as F
@@ -130,6 +135,15 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
     k = op.arity
     size = op.size
     out: list[tuple[int, Cotangent]] = []
+    # The dtype the VJP einsums work in: the inputs' own dtype, except that max/min find their
+    # arg-extrema by comparing the join with y, which must then be recomputed unrounded when the
+    # node rounds its result (float16/bfloat16, or an output dtype other than the inputs').
+    work = n.inputs[0].dtype if n.inputs else n.dtype
+    if op.agg in ("max", "min") and (n.dtype != work or work in ("float16", "bfloat16")):
+        if work in ("float16", "bfloat16"):
+            work = "float32"
+            xs = [_cast(x, work) for x in xs]
+        y = Tensor(Node("einsum", tuple(x.node for x in xs), n.shape, work, op))
     # Extra operands that precede the inputs in every VJP einsum, and the join factor that
     # turns d(join)/d(x_i) into the contribution.
     if op.agg in (None, "sum"):
@@ -146,8 +160,11 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
         jx = op.join
         is_zero = S.select("eq", jx, S.ZERO, S.ONE, S.ZERO)
         spec = _spec(list(op.inputs), op.output)
-        nz = F.einsum(spec, *xs, join=is_zero, agg="sum")
-        pnz = F.einsum(spec, *xs, join=S.select("eq", jx, S.ZERO, S.ONE, jx), agg="prod")
+        bcast = {lab: size[lab] for lab in op.broadcast_labels} or None
+        nz = F.einsum(spec, *xs, join=is_zero, agg="sum", sizes=bcast)
+        pnz = F.einsum(
+            spec, *xs, join=S.select("eq", jx, S.ZERO, S.ONE, jx), agg="prod", sizes=bcast
+        )
         pre = [(op.output, g), (op.output, nz), (op.output, pnz)]
         j3 = S.remap_holes(op.join, {j: j + 3 for j in range(k)})
         nzh, ph = S.hole(1), S.hole(2)
@@ -172,20 +189,25 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
         for h in holes:
             labs, val = pre[h] if h < npre else (op.inputs[h - npre], xs[h - npre])
             specs.append(labs)
-            operands.append(_cast(val, n.inputs[i].dtype) if isinstance(val, Tensor) else val)
+            operands.append(_cast(val, work) if isinstance(val, Tensor) else val)
         join = S.remap_holes(join, {h: j for j, h in enumerate(holes)})
         target = op.inputs[i]
         present = set("".join(specs))
         sizes = {lab: size[lab] for lab in target if lab not in present}
+        # Labels of the join space that neither the target nor any operand here carries: the
+        # summand does not depend on them, so summing over them multiplies by their sizes.
+        mult = math.prod(size[lab] for lab in op.labels if lab not in present and lab not in target)
+        if mult != 1:
+            join = S.simplify(S.mul(S.const(mult), join))
         contribution = F.einsum(
             ",".join(specs) + "->" + target,
             *operands,
             join=join,
             agg="sum",
             sizes=sizes or None,
-            dtype=n.inputs[i].dtype,
+            dtype=work,
         )
-        out.append((i, contribution))
+        out.append((i, _cast(contribution, n.inputs[i].dtype)))
     return out
 
 

@@ -1,4 +1,4 @@
-"""One exception family, so users can catch everything einrel raises with `except er.EinrelError`."""
+"""One exception family: `except er.EinrelError` catches everything einrel raises on purpose."""
 
 from __future__ import annotations
 

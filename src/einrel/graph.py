@@ -33,7 +33,7 @@ def check_dtype(dtype: Any, where: str) -> str:
 def check_shape(shape: Any, where: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(n) for n in shape)
-    except TypeError:
+    except (TypeError, ValueError):
         raise ShapeError(f"{where}: shape must be a sequence of ints, got {shape!r}") from None
     if any(n < 1 for n in dims) or any(int(n) != n for n in shape):
         raise ShapeError(f"{where}: every dimension must be a positive int, got {shape!r}")
@@ -195,7 +195,9 @@ class Tensor:
     def T(self) -> Tensor:
         return self._f().transpose(self)
 
-    def transpose(self, *axes: int) -> Tensor:
+    def transpose(self, *axes: Any) -> Tensor:
+        if len(axes) == 1 and not isinstance(axes[0], int):  # x.transpose((1, 0)), as numpy
+            axes = tuple(axes[0]) if axes[0] is not None else ()
         return self._f().transpose(self, axes or None)
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:

@@ -41,13 +41,18 @@ def compute_dtype(dtype: str) -> np.dtype:
 
 
 def finish(x: np.ndarray, dtype: str) -> np.ndarray:
-    """Round a float32/float64 result to `dtype` and store it in its storage dtype."""
+    """Round a float32/float64 result to `dtype` and store it in its storage dtype.
+
+    The result is always a writable array: kernels may produce read-only broadcast views.
+    """
     if dtype == "bfloat16":
         import torch
 
-        t = torch.from_numpy(np.asarray(x, dtype=np.float32, order="C"))
+        x = np.asarray(x, dtype=np.float32, order="C")
+        t = torch.from_numpy(x if x.flags.writeable else x.copy())
         return t.to(torch.bfloat16).to(torch.float32).numpy()
-    return np.asarray(x, dtype=_STORAGE[dtype])
+    out = np.asarray(x, dtype=_STORAGE[dtype])
+    return out if out.flags.writeable else out.copy()
 
 
 def combine(agg: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

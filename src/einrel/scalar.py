@@ -145,8 +145,14 @@ def tanh(a: Expr) -> Expr:
 
 
 def gelu(a: Expr) -> Expr:
-    """The tanh approximation of GELU (as in GPT-2 and torch's approximate="tanh")."""
-    inner = mul(const(math.sqrt(2 / math.pi)), add(a, mul(const(0.044715), power(a, const(3)))))
+    """The tanh approximation of GELU (as in GPT-2 and torch's approximate="tanh").
+
+    The tanh argument uses x clamped to [-100, 100]: tanh is exactly +-1 there in float32 and
+    float64 (its argument exceeds 3600), and the clamp keeps x**3 and its derivative 3x**2 from
+    overflowing into inf * 0 = NaN for large |x|.
+    """
+    c = minimum(maximum(a, const(-100)), const(100))
+    inner = mul(const(math.sqrt(2 / math.pi)), add(c, mul(const(0.044715), power(c, const(3)))))
     return mul(mul(const(0.5), a), add(ONE, tanh(inner)))
 
 
@@ -273,7 +279,10 @@ class Cond:
         return select(self.cmp, self.a, self.b, ONE, ZERO)
 
     def __bool__(self) -> bool:
-        raise JoinError("a join cannot branch on a symbolic comparison; use er.where(cond, a, b)")
+        raise JoinError(
+            "a join cannot branch on a symbolic comparison (`if`, `and`, `or`, `max()`, "
+            "`min()`); use er.where(cond, a, b), er.maximum or er.minimum instead"
+        )
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -291,6 +300,21 @@ class Cond:
 
     def __radd__(self, o: Any) -> Sym:
         return o + Sym(self.as_expr())
+
+    def __sub__(self, o: Any) -> Sym:
+        return Sym(self.as_expr()) - o
+
+    def __rsub__(self, o: Any) -> Sym:
+        return o - Sym(self.as_expr())
+
+    def __truediv__(self, o: Any) -> Sym:
+        return Sym(self.as_expr()) / o
+
+    def __rtruediv__(self, o: Any) -> Sym:
+        return o / Sym(self.as_expr())
+
+    def __neg__(self) -> Sym:
+        return -Sym(self.as_expr())
 
 
 def as_expr(x: Any) -> Expr:
@@ -489,10 +513,18 @@ _FOLD: dict[str, Callable[..., float]] = {
     "add": lambda a, b: a + b,
     "mul": lambda a, b: a * b,
     "div": lambda a, b: a / b if b != 0 else math.copysign(math.inf, a) if a else math.nan,
-    "pow": lambda a, b: a**b,
+    "pow": lambda a, b: _real(a**b),
     "max": max,
     "min": min,
 }
+
+
+def _real(x: Any) -> float:
+    if isinstance(x, complex):  # (-8) ** (1/3): numpy gives nan; leave it unfolded
+        raise ValueError("complex power")
+    return x
+
+
 _CMP_FN: dict[str, Callable[[float, float], bool]] = {
     "lt": lambda a, b: a < b,
     "le": lambda a, b: a <= b,
@@ -538,6 +570,8 @@ def _simplify(e: Expr) -> Expr:
             return a
         if a.is_const:  # constants go right: x + c
             return Expr("add", (b, a))
+        if a == b:
+            return _simplify(mul(const(2), a))
     elif op == "mul":
         a, b = args
         if a == ZERO or b == ZERO:
@@ -656,6 +690,8 @@ def _format(e: Expr, parent: int = 0) -> str:
         s = f"-{_format(e.args[0], prec + 1)}"
     elif op == "add" and e.args[1].op == "neg":
         s = f"{_format(e.args[0], prec)} - {_format(e.args[1].args[0], prec + 1)}"
+    elif op == "add" and e.args[1].is_const and e.args[1].value < 0:  # x + (-2) prints x - 2
+        s = f"{_format(e.args[0], prec)} - {_format(const(-e.args[1].value))}"
     elif op == "pow" and e.args[1] == const(0.5):
         return f"sqrt({_format(e.args[0])})"
     else:
@@ -675,19 +711,24 @@ def _codegen(e: Expr, arity: int, backend: str) -> str:
     """Python source of `def f(x0, ..., *, variables)` with common subexpressions shared."""
     lines: list[str] = []
     names: dict[Expr, str] = {}
-    lib = "np" if backend == "numpy" else "torch"
+    torch_ = backend != "numpy"
 
     def emit(x: Expr) -> str:
         if x in names:
             return names[x]
         op = x.op
         if op == "const":
-            return repr(float(x.value))
+            v = float(x.value)
+            return repr(v) if math.isfinite(v) else f"float({str(v)!r})"
         if op == "hole":
             return f"x{x.value}"
         if op == "var":
             return f"v[{x.value!r}]"
         a = [emit(y) for y in x.args]
+        # torch functions want tensors: a part without holes (constants and run-time variables
+        # only) is a Python float, computed with numpy.
+        scalar = not x.holes()
+        lib = "torch" if torch_ and not scalar else "np"
         if op == "add":
             s = f"{a[0]} + {a[1]}"
         elif op == "mul":
@@ -704,9 +745,18 @@ def _codegen(e: Expr, arity: int, backend: str) -> str:
             s = _minmax_source(op, x.args, a, lib)
         elif op == "select":
             cond = f"({a[0]} {_CMP_SYMBOL[x.value]} {a[1]})"
-            s = f"{lib}.where({cond}, {a[2]}, {a[3]})"
+            ref = a[0] if x.args[0].holes() else a[1]
+            if lib == "torch" and not (x.args[0].holes() or x.args[1].holes()):
+                s = f"({a[2]} if {cond} else {a[3]})"  # a Python bool picks a branch
+            elif lib == "torch" and not (x.args[2].holes() or x.args[3].holes()):
+                # two Python floats would make a default-dtype (float32) tensor
+                s = f"torch.where({cond}, torch.full_like({ref}, {a[2]}), {a[3]})"
+            else:
+                s = f"{lib}.where({cond}, {a[2]}, {a[3]})"
         else:  # pragma: no cover - the Expr constructors only make the ops above
             raise JoinError(f"cannot compile op {op!r}")
+        if torch_ and scalar:
+            s = f"float({s})"
         name = f"t{len(lines)}"
         lines.append(f"    {name} = {s}")
         names[x] = name
@@ -736,10 +786,10 @@ def _pow_source(base: str, exponent: Expr, exp_src: str, lib: str) -> str:
 def _minmax_source(op: str, args: tuple[Expr, ...], a: list[str], lib: str) -> str:
     full = "maximum" if op == "max" else "minimum"
     if lib == "torch":
-        # torch.maximum wants two tensors; a constant side becomes a clamp.
-        if args[1].is_const or args[1].op == "var":
+        # torch.maximum wants two tensors; a side without holes (a float) becomes a clamp.
+        if not args[1].holes():
             return f"torch.clamp({a[0]}, {'min' if op == 'max' else 'max'}={a[1]})"
-        if args[0].is_const or args[0].op == "var":
+        if not args[0].holes():
             return f"torch.clamp({a[1]}, {'min' if op == 'max' else 'max'}={a[0]})"
     return f"{lib}.{full}({a[0]}, {a[1]})"
 
@@ -761,9 +811,10 @@ def compile_numpy(e: Expr, arity: int) -> Callable[..., Any]:
 @cache
 def compile_torch(e: Expr, arity: int) -> Callable[..., Any]:
     """The torch twin of `compile_numpy` (inputs are tensors on one device)."""
+    import numpy as np
     import torch
 
-    ns: dict[str, Any] = {"torch": torch}
+    ns: dict[str, Any] = {"torch": torch, "np": np}
     exec(_codegen(e, arity, "torch"), ns)
     return ns["f"]
 
