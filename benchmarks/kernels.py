@@ -180,7 +180,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.bar(x + (k - 1) * 0.27, rel, 0.27, label=b, color=colors[b])
     ax.set_xticks(x)
     ax.set_xticklabels(
-        [f"{r['block']}\nndev={r['ndev']}\n{r['einrel']:.3g} {r['unit']}" for r in rows],
+        [
+            f"{r['block'].split(' ')[0] if r['kind'] == 'elementwise' else r['kind']}"
+            f"\nndev={r['ndev']}\n{r['einrel']:.3g} {r['unit']}"
+            for r in rows
+        ],
         fontsize="x-small",
     )
     ax.axhline(1.0, color="grey", lw=0.8)
