@@ -177,6 +177,8 @@ def test_transpose():
         (x.transpose([0, 2, 1]), X.transpose([0, 2, 1])),
         (er.transpose(x, (-1, 0, 1)), np.transpose(X, (-1, 0, 1))),
         (er.transpose(x), np.transpose(X)),
+        (x.transpose(np.int64(2), 0, 1), X.transpose(2, 0, 1)),
+        (x.transpose(np.array([1, 2, 0])), X.transpose([1, 2, 0])),
     ]
     for y, want in cases:
         assert y.shape == want.shape
@@ -269,7 +271,7 @@ def test_slice_and_concat():
 # Reductions
 # ---------------------------------------------------------------------------------------------
 
-AXES = [None, 0, 1, -1, (0, 2), (), [1, 2], (0, 1, 2)]
+AXES = [None, 0, 1, -1, (0, 2), (), [1, 2], (0, 1, 2), np.int64(1), (np.int32(-1), 0)]
 
 
 @pytest.mark.parametrize("keepdims", [False, True])
@@ -381,17 +383,19 @@ def _bf16(a) -> np.ndarray:
     return torch.from_numpy(np.asarray(a, np.float32)).to(torch.bfloat16).float().numpy()
 
 
-def test_float16_rounds_every_node():
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_every_node_computes_in_float32_and_rounds(dtype):
+    store = np.float16 if dtype == "float16" else np.float32
     rng = np.random.default_rng(0)
-    A = rng.uniform(-4, 4, 4096).astype(np.float16)
-    B = rng.uniform(0.5, 4, 4096).astype(np.float16)
-    a, b = er.input("a", A.shape, "float16"), er.input("b", B.shape, "float16")
+    A = rng.uniform(-4, 4, 4096).astype(store)
+    B = rng.uniform(0.5, 4, 4096).astype(store)
+    a, b = er.input("a", A.shape, dtype), er.input("b", B.shape, dtype)
     y = (a * b + a) / (b * b + 1) - a
     got = er.evaluate(y, {"a": A, "b": B})
-    assert got.dtype == np.float16
+    assert got.dtype == store
 
-    def r(v):  # one node: compute in float32, round to float16
-        return np.asarray(v, np.float32).astype(np.float16)
+    def r(v):  # one node: compute in float32, round to the node's dtype
+        return np.asarray(v, np.float32).astype(store)
 
     f = np.float32
     a32, b32 = A.astype(f), B.astype(f)
@@ -402,9 +406,12 @@ def test_float16_rounds_every_node():
     t5 = r(t2.astype(f) / t4.astype(f))
     want = r(t5.astype(f) - a32)
     np.testing.assert_array_equal(got, want)
-    # and rounding per node is visible: computing everything in float32 differs
-    whole = r((a32 * b32 + a32) / (b32 * b32 + 1) - a32)
-    assert np.any(whole != want)
+    if dtype == "float16":  # rounding per node is visible: computing all in float32 differs
+        whole = r((a32 * b32 + a32) / (b32 * b32 + 1) - a32)
+        assert np.any(whole != want)
+    else:  # and float32 is not computed in float64
+        wide = ((A.astype(np.float64) * B + A) / (B.astype(np.float64) * B + 1) - A).astype(f)
+        assert np.any(wide != want)
 
 
 def test_bfloat16_rounds_every_node_and_is_carried_as_float32():

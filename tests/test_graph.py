@@ -25,7 +25,7 @@ graph(x: f32[4,3], w: f32[3,2], b: f32[2]; $scale) {
   %5 = einsum[ab->ab | a=4 b=2 join=max(x0, 0)](%4)  : f32[4,2]
   %6 = fill[0.0]()  : f32[4,2]
   %7 = einsum[ab,ab-> | a=4 b=2 agg=sum join=0.125*(x0 - x1)*(x0 - x1)](%5, %6)  : f32[]
-  %8 = einsum[-> |  join=x0*$scale](%7)  : f32[]
+  %8 = einsum[-> | join=x0*$scale](%7)  : f32[]
   return %8
 }"""
 
@@ -33,6 +33,12 @@ graph(x: f32[4,3], w: f32[3,2], b: f32[2]; $scale) {
 def test_graph_prints_readably():
     loss, _ = mlp()
     assert str(loss.graph()) == EXPECTED_MLP
+
+
+def test_einsums_without_labels_print_without_empty_fields():
+    assert str(er.einsum(",->", 2.0, 3.0).node.attrs) == "einsum[-> | join=6]"
+    x = er.input("x", (), "float64")
+    assert str(er.einsum("->", x, agg=None).node.attrs) == "einsum[->]"
 
 
 def test_structural_nodes_print():

@@ -507,6 +507,28 @@ def test_numpy_and_torch_kernels_agree_with_math(name):
     )
 
 
+def test_parts_without_holes_follow_numpy_rules():
+    """Run-time variables are Python floats; arithmetic on them alone must still give inf/nan
+    like numpy (not ZeroDivisionError, OverflowError or complex numbers)."""
+    lr = S.var("lr")
+    cases = [
+        (S.mul(X0, S.div(C(1), lr)), {"lr": 0.0}, math.inf),
+        (S.mul(X0, S.div(lr, S.sub(lr, lr))), {"lr": -1.0}, -math.inf),
+        (S.mul(X0, S.power(lr, C(3))), {"lr": 1e200}, math.inf),
+        (S.mul(X0, S.exp(lr)), {"lr": 1e4}, math.inf),
+        (S.add(X0, S.power(lr, C(0.5))), {"lr": -4.0}, math.nan),
+        (S.add(X0, S.power(lr, C(1.5))), {"lr": -4.0}, math.nan),
+        (S.add(X0, S.log(lr)), {"lr": 0.0}, -math.inf),
+    ]
+    x = np.ones(3)
+    for e, v, want in cases:
+        with np.errstate(all="ignore"):
+            got_np = np.asarray(S.compile_numpy(e, 1)(x, v))
+            got_t = S.compile_torch(e, 1)(torch.from_numpy(x), v).numpy()
+        np.testing.assert_array_equal(got_np, np.full(3, want), err_msg=str(e))
+        np.testing.assert_array_equal(got_t, np.full(3, want), err_msg=str(e))
+
+
 def test_float32_kernels_agree():
     e = trace(lambda a, b: er.gelu(a) * er.sigmoid(b) + (a - b) ** 2 / (1 + b * b), 2)
     rng = np.random.default_rng(0)

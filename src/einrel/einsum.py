@@ -101,10 +101,12 @@ class Einsum:
         )
 
     def __str__(self) -> str:
-        dims = " ".join(f"{lab}={n}" for lab, n in self.sizes)
-        agg = f" agg={self.agg}" if self.agg else ""
-        join = "" if S.is_product_of_holes(self.join, self.arity) else f" join={self.join}"
-        return f"einsum[{self.spec} | {dims}{agg}{join}]"
+        parts = [f"{lab}={n}" for lab, n in self.sizes]
+        if self.agg:
+            parts.append(f"agg={self.agg}")
+        if not S.is_product_of_holes(self.join, self.arity):
+            parts.append(f"join={self.join}")
+        return f"einsum[{self.spec} | {' '.join(parts)}]" if parts else f"einsum[{self.spec}]"
 
 
 def _op_count(e: S.Expr) -> int:

@@ -251,12 +251,12 @@ def astype(x: Tensor, dtype: str) -> Tensor:
 def _axes(x: Tensor, axis: int | Sequence[int] | None, what: str) -> list[int]:
     if axis is None:
         return list(range(x.ndim))
-    axes = [axis] if isinstance(axis, int) else list(axis)
+    axes = [axis] if isinstance(axis, numbers.Integral) else list(axis)
     out = []
     for a in axes:
-        if not isinstance(a, int) or not -x.ndim <= a < x.ndim:
+        if not isinstance(a, numbers.Integral) or not -x.ndim <= a < x.ndim:
             raise ShapeError(f"{what}: axis {a!r} out of range for shape {x.shape}")
-        out.append(a % x.ndim)
+        out.append(int(a) % x.ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{what}: repeated axis in {axis!r}")
     return out

@@ -9,6 +9,7 @@ what every later stage consumes.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,7 +197,7 @@ class Tensor:
         return self._f().transpose(self)
 
     def transpose(self, *axes: Any) -> Tensor:
-        if len(axes) == 1 and not isinstance(axes[0], int):  # x.transpose((1, 0)), as numpy
+        if len(axes) == 1 and not isinstance(axes[0], numbers.Integral):  # x.transpose((1, 0))
             axes = tuple(axes[0]) if axes[0] is not None else ()
         return self._f().transpose(self, axes or None)
 

@@ -725,10 +725,13 @@ def _codegen(e: Expr, arity: int, backend: str) -> str:
         if op == "var":
             return f"v[{x.value!r}]"
         a = [emit(y) for y in x.args]
-        # torch functions want tensors: a part without holes (constants and run-time variables
-        # only) is a Python float, computed with numpy.
+        # A part without holes (constants and run-time variables only) is computed on numpy
+        # float64 scalars, so that it follows numpy's rules (1/0 is inf, not ZeroDivisionError);
+        # torch functions want tensors, so for torch that part becomes a Python float.
         scalar = not x.holes()
         lib = "torch" if torch_ and not scalar else "np"
+        if scalar:
+            a = [f"np.float64({s})" for s in a]
         if op == "add":
             s = f"{a[0]} + {a[1]}"
         elif op == "mul":
