@@ -80,7 +80,11 @@ class Einsum:
     @property
     def is_contraction(self) -> bool:
         """A plain product join aggregated by sum (or not at all): BLAS territory."""
-        return self.agg in (None, "sum") and S.is_product_of_holes(self.join, self.arity)
+        if self.agg not in (None, "sum"):
+            return False
+        coef, factors = S.product_factors(self.join)
+        return (not math.isnan(coef) and sorted(factors) == list(range(self.arity))
+                and all(f == S.hole(i) for i, f in factors.items()))
 
     @property
     def is_elementwise(self) -> bool:
