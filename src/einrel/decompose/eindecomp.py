@@ -11,6 +11,12 @@ improved tree by tree against the exact plan cost:
 The cheapest plan wins. Improvement never raises a plan's cost, so when a seed plan lies inside
 the space EinDecomp costs at most as much as that baseline.
 
+The default space is `contraction` (contractions get exactly n blocks, other nodes any divisor
+of n), the one the paper's inference experiments use: the cost model has no compute term, so a
+space is what forces parallelism, and this one still contains the usual baseline plans.
+`all_range` (n, 2n or 4n blocks everywhere) is the paper's default; under this cost model it
+never gains from the extra blocks and costs more planning time.
+
 Leaves (inputs, fills) are free wherever they are read; they get the partition their first
 reader needs. A reshape that is not a pure squeeze stays whole.
 """
@@ -98,10 +104,17 @@ def eindecomp(
     fixed: Mapping[Any, Partition] | None = None,
     memory: int | None = None,
 ) -> dict[int, Partition]:
-    """A partition per node minimising modelled elements moved over `space` with n = ndev·slots
-    blocks. `repartition` picks the DP's edge cost ("approx" is the paper's search estimate);
-    `sweeps` bounds the exact local search; `fixed` pins nodes (id or input name) to a
-    partition. `memory` is accepted for the common partitioner signature and not used."""
+    """A partition per node that minimises modelled elements moved, over `space` with
+    n = ndev · slots blocks.
+
+    `order`: which first passes of the tree DP to run ("both", "forward", "reverse");
+    `seeds`: baseline plans used as further starts; `sweeps`: rounds of tree-by-tree
+    improvement (0 for none); `repartition`: the first passes' edge cost ("approx" is the
+    paper's search estimate; improvement and the final choice use the exact cost);
+    `input_discount`: divides the join replication of graph inputs and fills; `fixed`: pins
+    nodes (by id, or inputs by name) to a Partition. `memory` is accepted for the common
+    partitioner signature and not used.
+    """
     n = check_ndev(ndev) * _positive_int(slots, "slots")
     if order not in ORDERS:
         raise CompileError(f"unknown pass order {order!r}; expected one of {ORDERS}")
@@ -113,7 +126,7 @@ def eindecomp(
         raise CompileError(
             f"unknown repartition cost {repartition!r}; expected one of {REPARTITION_MODES}"
         )
-    if not input_discount > 0:
+    if not isinstance(input_discount, int | float) or not input_discount > 0:
         raise CompileError(f"input_discount must be positive, got {input_discount!r}")
     pinned = resolve_fixed(graph, fixed)
     search = TreeSearch(graph, n, space, float(input_discount), repartition == "exact", pinned)
