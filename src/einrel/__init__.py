@@ -1,6 +1,7 @@
 """einrel: write a model in extended einsum; einrel decomposes, places, plans memory and runs it."""
 
 from .autodiff import grad
+from .devices import Devices, cpu, gpu, ray
 from .errors import (
     CompileError,
     EinrelError,
@@ -52,12 +53,14 @@ from .frontend import (
 from .frontend import slice_ as slice
 from .frontend import sum_ as sum
 from .graph import Graph, Tensor, build_graph
+from .program import Plan, Program, Report, compile
 from .reference import evaluate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CompileError",
+    "Devices",
     "EinrelError",
     "ExecutionError",
     "FeedError",
@@ -66,6 +69,9 @@ __all__ = [
     "GraphFileError",
     "JoinError",
     "MemoryBudgetError",
+    "Plan",
+    "Program",
+    "Report",
     "ShapeError",
     "SpecError",
     "Tensor",
@@ -74,7 +80,9 @@ __all__ = [
     "broadcast_shapes",
     "build_graph",
     "causal_mask",
+    "compile",
     "concat",
+    "cpu",
     "cross_entropy",
     "einsum",
     "elementwise",
@@ -82,6 +90,7 @@ __all__ = [
     "exp",
     "fill",
     "gelu",
+    "gpu",
     "grad",
     "input",
     "layer_norm",
@@ -93,6 +102,7 @@ __all__ = [
     "minimum",
     "mse",
     "ones",
+    "ray",
     "relu",
     "reshape",
     "rms_norm",

@@ -7,8 +7,18 @@ from dataclasses import dataclass
 
 from .errors import CompileError
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_bytes(value: int | float | str | None, what: str = "memory") -> int | None:
@@ -62,8 +72,9 @@ def cpu(n: int = 1, memory: int | str | None = None) -> Devices:
     return Devices("cpu", n, parse_bytes(memory, f"cpu({n}) memory"))
 
 
-def gpu(n: int | None = None, memory: int | str | None = None,
-        ids: tuple[int, ...] | None = None) -> Devices:
+def gpu(
+    n: int | None = None, memory: int | str | None = None, ids: tuple[int, ...] | None = None
+) -> Devices:
     """CUDA devices (all visible ones by default)."""
     count = n
     if count is None:
@@ -75,8 +86,13 @@ def gpu(n: int | None = None, memory: int | str | None = None,
             count = 0
         if count == 0:
             raise CompileError("er.gpu(): no CUDA device is visible")
-    return Devices("gpu", count, parse_bytes(memory, "gpu memory"), None,
-                   tuple(ids) if ids else tuple(range(count)))
+    return Devices(
+        "gpu",
+        count,
+        parse_bytes(memory, "gpu memory"),
+        None,
+        tuple(ids) if ids else tuple(range(count)),
+    )
 
 
 def ray(n: int, address: str | None = None, memory: int | str | None = None) -> Devices:

@@ -101,7 +101,9 @@ def _factored(
     sub_out = "".join(lab for lab in op.output if lab in present)
     # Aggregated labels that no used input carries just multiply the sum by their size.
     mult = math.prod(size[lab] for lab in op.agg_labels if lab not in present)
-    if ops:
+    if len(ops) == 2:
+        res = contract2(specs[0], specs[1], sub_out, ops[0], ops[1])
+    elif ops:
         res = (
             opt_einsum.contract(",".join(specs) + "->" + sub_out, *ops)
             if len(ops) > 1
@@ -117,6 +119,42 @@ def _factored(
         perm = sorted(range(len(sub_out)), key=lambda d: op.output.index(sub_out[d]))
         res = np.broadcast_to(np.transpose(res, perm).reshape(shape), op.out_shape)
     return np.asarray(res, dtype=cdt, order="C")
+
+
+def contract2(la: str, lb: str, out: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two-operand contraction as one batched GEMM, laid out so that the result is already in
+    `out` order whenever the labels allow it (no transposing copy after the BLAS call)."""
+    # Labels only one operand has and the output lacks are summed away first.
+    a_only = "".join(c for c in la if c not in lb and c not in out)
+    b_only = "".join(c for c in lb if c not in la and c not in out)
+    if a_only:
+        la2 = "".join(c for c in la if c not in a_only)
+        a, la = np.einsum(f"{la}->{la2}", a), la2
+    if b_only:
+        lb2 = "".join(c for c in lb if c not in b_only)
+        b, lb = np.einsum(f"{lb}->{lb2}", b), lb2
+    batch = "".join(c for c in out if c in la and c in lb)
+    left = "".join(c for c in out if c in la and c not in lb)
+    right = "".join(c for c in out if c in lb and c not in la)
+    red = "".join(c for c in la if c in lb and c not in out)
+    dims = dict(zip(la, a.shape)) | dict(zip(lb, b.shape))
+
+    def prod(labels: str) -> int:
+        return math.prod(dims[c] for c in labels)
+
+    # Put the batch labels in the order they have in `out`; if the output interleaves batch
+    # and free labels, fall back to a transpose at the end.
+    am = np.transpose(a, [la.index(c) for c in batch + left + red]).reshape(
+        prod(batch), prod(left), prod(red)
+    )
+    bm = np.transpose(b, [lb.index(c) for c in batch + red + right]).reshape(
+        prod(batch), prod(red), prod(right)
+    )
+    res = np.matmul(am, bm).reshape([dims[c] for c in batch + left + right])
+    order = batch + left + right
+    if order != out:
+        res = np.transpose(res, [order.index(c) for c in out])
+    return res
 
 
 def _views(op: Einsum, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -139,8 +177,10 @@ def _general(
     nout = len(op.output)
     if op.agg is None:
         with np.errstate(all="ignore"):
-            res = fn(*views, variables)
-        return np.asarray(np.broadcast_to(np.asarray(res, dtype=cdt), jshape), order="C")
+            res = np.asarray(fn(*views, variables), dtype=cdt)
+        if res.shape != jshape:
+            res = np.broadcast_to(res, jshape)
+        return np.asarray(res, order="C")
     axes = tuple(range(nout, len(jshape)))
     ufunc = _AGG_UFUNC[op.agg]
     total = math.prod(jshape)

@@ -41,7 +41,9 @@ class Plan:
         out: dict[str, dict[str, int]] = {}
         for n in self.graph.nodes:
             p = self.decomposition[n.id]
-            keys = list(n.einsum.labels) if n.op == "einsum" else [str(d) for d in range(len(p.dims))]
+            keys = (
+                list(n.einsum.labels) if n.op == "einsum" else [str(d) for d in range(len(p.dims))]
+            )
             out[n.name] = dict(zip(keys, p.grid))
         return out
 
@@ -52,9 +54,11 @@ class Plan:
 
     def __str__(self) -> str:
         s = self.tasks.stats()
-        lines = [f"plan: {len(self.graph)} nodes -> {s['tasks']} tasks on {self.tasks.ndev} "
-                 f"device(s); partitioner={self.partitioner} placer={self.placer}; modelled "
-                 f"cost {self.cost:.4g} elements moved; {s['bytes_moved']} bytes moved"]
+        lines = [
+            f"plan: {len(self.graph)} nodes -> {s['tasks']} tasks on {self.tasks.ndev} "
+            f"device(s); partitioner={self.partitioner} placer={self.placer}; modelled "
+            f"cost {self.cost:.4g} elements moved; {s['bytes_moved']} bytes moved"
+        ]
         for n in self.graph.nodes:
             if n.op == "input":
                 continue
@@ -76,15 +80,24 @@ class Report:
 
     def __str__(self) -> str:
         peak = ", ".join(f"{d}: {b / 2**20:.1f} MiB" for d, b in sorted(self.peak_bytes.items()))
-        return (f"run: {self.wall_time_s * 1e3:.1f} ms; peak {{{peak}}}; moved "
-                f"{self.bytes_moved / 2**20:.1f} MiB; offloaded {self.bytes_offloaded / 2**20:.1f} MiB")
+        return (
+            f"run: {self.wall_time_s * 1e3:.1f} ms; peak {{{peak}}}; moved "
+            f"{self.bytes_moved / 2**20:.1f} MiB; offloaded {self.bytes_offloaded / 2**20:.1f} MiB"
+        )
 
 
 class Program:
     """A compiled computation: `run(feeds)` returns numpy arrays, one per output."""
 
-    def __init__(self, outputs: list[Tensor], devices: Devices, plan: Plan, engine: Any,
-                 cost_model: Any, priority: str) -> None:
+    def __init__(
+        self,
+        outputs: list[Tensor],
+        devices: Devices,
+        plan: Plan,
+        engine: Any,
+        cost_model: Any,
+        priority: str,
+    ) -> None:
         self.outputs = outputs
         self.device_set = devices
         self.plan = plan
@@ -96,22 +109,31 @@ class Program:
     def run(self, feeds: Mapping[str, Any], trace: str | None = None) -> list[np.ndarray]:
         """Run on `feeds`; `trace="out.json"` also writes a Chrome trace and `out.png`."""
         inputs, variables = bind_feeds(self.plan.graph, feeds)
-        res = self.engine.run(self.plan.tasks, inputs, variables, trace=trace is not None,
-                              memgraph=self.plan.memgraph, priority=self.priority)
-        self.report = Report(res.wall_time_s, dict(res.peak_bytes), res.bytes_moved,
-                             res.bytes_offloaded, _busy(res.events), list(res.events))
+        res = self.engine.run(self.plan.tasks, inputs, variables, trace=trace is not None)
+        self.report = Report(
+            res.wall_time_s,
+            dict(res.peak_bytes),
+            res.bytes_moved,
+            res.bytes_offloaded,
+            dict(res.busy_s),
+            list(res.events),
+        )
         if trace is not None:
-            from .runtime.trace import write_trace
+            from .runtime.trace import write_chrome_trace, write_gantt
 
-            write_trace(res.events, self.plan.tasks, trace)
+            write_chrome_trace(res.events, trace, self.plan.tasks)
+            write_gantt(res.events, str(trace).removesuffix(".json") + ".png", self.plan.tasks)
         return assemble_outputs(self.plan.tasks, res.values)
 
     def simulate(self) -> float:
         """Simulated makespan in seconds under the calibrated cost model."""
         from .runtime.sim import SimEngine
 
-        return SimEngine(self.plan.tasks.ndev, self.cost_model).simulate(
-            self.plan.tasks, priority=self.priority).makespan_s
+        return (
+            SimEngine(self.plan.tasks.ndev, self.cost_model, priority=self.priority)
+            .simulate(self.plan.tasks, trace=False)
+            .makespan_s
+        )
 
     def explain(self, console: Any = None) -> None:
         """Rich tables: per node its partition and modelled cost; per device its load."""
@@ -125,14 +147,7 @@ class Program:
             close()
 
 
-def _busy(events: Sequence[Any]) -> dict[int, float]:
-    busy: dict[int, float] = {}
-    for e in events:
-        busy[e.device] = busy.get(e.device, 0.0) + (e.end - e.start)
-    return busy
-
-
-def compile(  # noqa: A001 - the public name
+def compile(
     outputs: Tensor | Sequence[Tensor],
     devices: Devices | None = None,
     partitioner: str = "eindecomp",
@@ -162,7 +177,7 @@ def compile(  # noqa: A001 - the public name
     model = cost_model if cost_model is not None else CostModel.load_or_default()
     if chunks is not None:
         partitioner, options = "chunks", {**options, "chunks": chunks}
-    decomposition = get_partitioner(partitioner)(graph, devs.n, memory=devs.memory, **options)
+    decomposition = get_partitioner(partitioner)(graph, devs.n, **options)
     unplaced = build_tasks(graph, decomposition)
     assignment = place(placer, unplaced, devs.n, model, seed=seed)
     placed = place_tasks(unplaced, assignment, devs.n)
@@ -171,16 +186,24 @@ def compile(  # noqa: A001 - the public name
         from .memplan import plan_memory
 
         memgraph = plan_memory(placed, {d: devs.memory for d in range(devs.n)})
-    plan = Plan(graph, dict(decomposition), placed, plan_cost(graph, decomposition), partitioner,
-                placer, memgraph, time.perf_counter() - t0)
-    return Program(outs, devs, plan, _engine(devs), model, priority)
+    plan = Plan(
+        graph,
+        dict(decomposition),
+        placed,
+        plan_cost(graph, decomposition),
+        partitioner,
+        placer,
+        memgraph,
+        time.perf_counter() - t0,
+    )
+    return Program(outs, devs, plan, _engine(devs, priority, model), model, priority)
 
 
-def _engine(devs: Devices) -> Any:
+def _engine(devs: Devices, priority: str, model: Any) -> Any:
     if devs.kind == "cpu":
         from .runtime.local import LocalEngine
 
-        return LocalEngine(devs.n)
+        return LocalEngine(devs.n, priority=priority, cost_model=model)
     if devs.kind == "gpu":
         from .runtime.gpu import GpuEngine
 
