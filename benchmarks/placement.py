@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,10 +136,12 @@ def plot(rows: list[Row], path: Path) -> None:
         ax.bar(xs, ys, width, label=name)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{r.graph}\n({r.ndev} dev)" for r in rows], fontsize=7)
+    labels = [f"{textwrap.fill(r.graph.replace('_', ' '), 18)}\n({r.ndev} dev)" for r in rows]
+    ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("simulated makespan / critical path")
     ax.set_title("Placement on Doppler's graphs (lower is better)")
-    ax.legend(fontsize=7, ncol=len(names))
+    ax.set_ylim(0, 1.25 * ax.get_ylim()[1])
+    ax.legend(fontsize=7, ncol=len(names), loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

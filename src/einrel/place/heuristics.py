@@ -90,7 +90,9 @@ def _optional(name: str) -> Placer | None:
         return None
     try:
         module = importlib.import_module(module_name)
-    except ImportError:
+    except ModuleNotFoundError as err:
+        if err.name is None or not (module_name + ".").startswith(err.name + "."):
+            raise  # the subpackage exists but is broken: say so rather than hide it
         return None
     placer = getattr(module, "place", None)
     return placer if callable(placer) else None

@@ -27,7 +27,12 @@ Assignment = Sequence[int]
 
 @dataclass(frozen=True)
 class Schedule:
-    """What one simulated run did: raw-unit times (divide by 1e10 for the papers' units)."""
+    """What one simulated run did: raw-unit times (divide by 1e10 for the papers' units).
+
+    `request[v]` is when v's last input arrived; `cause[v]` is the op whose finish let v start:
+    the op before it on its device when v queued, else the predecessor whose transfer arrived
+    last, -1 for an op without predecessors that started at once.
+    """
 
     makespan: float
     start: tuple[float, ...]
