@@ -192,6 +192,9 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
             operands.append(_cast(val, work) if isinstance(val, Tensor) else val)
         join = S.remap_holes(join, {h: j for j, h in enumerate(holes)})
         target = op.inputs[i]
+        if specs == [target] and join == S.hole(0) and isinstance(operands[0], Tensor):
+            out.append((i, operands[0]))  # the cotangent passes through unchanged
+            continue
         present = set("".join(specs))
         sizes = {lab: size[lab] for lab in target if lab not in present}
         # Labels of the join space that neither the target nor any operand here carries: the

@@ -17,6 +17,7 @@ import numpy as np
 from .decompose.partition import Partition
 from .devices import Devices, cpu, parse_bytes
 from .errors import CompileError, EinrelError
+from .fuse import fuse_elementwise
 from .graph import Graph, Tensor, build_graph
 from .reference import bind_feeds
 from .taskgraph import TaskGraph, assemble_outputs, build_tasks, place_tasks
@@ -157,9 +158,13 @@ def compile(
     chunks: Mapping[str, Any] | None = None,
     cost_model: Any = None,
     seed: int = 0,
+    fuse: bool = True,
     **options: Any,
 ) -> Program:
-    """Decompose, place and plan `outputs` for `devices` (default `er.cpu(1)`)."""
+    """Decompose, place and plan `outputs` for `devices` (default `er.cpu(1)`).
+
+    `fuse` folds elementwise einsums into their only consumer first (see `einrel.fuse`).
+    """
     from .decompose import get_partitioner, plan_cost
     from .place.registry import place
     from .runtime.costmodel import CostModel
@@ -174,6 +179,8 @@ def compile(
     if memory_limit is not None:
         devs = devs.with_memory(parse_bytes(memory_limit, "memory_limit"))
     graph = build_graph(outs)
+    if fuse:
+        graph = fuse_elementwise(graph)
     model = cost_model if cost_model is not None else CostModel.load_or_default()
     if chunks is not None:
         partitioner, options = "chunks", {**options, "chunks": chunks}
