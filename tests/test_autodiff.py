@@ -173,6 +173,14 @@ def test_aggregated_label_missing_from_the_derivative():
     )
     np.testing.assert_array_equal(ga, np.full((3, 4), 5.0))
     np.testing.assert_array_equal(gb, np.full(5, 12.0))
+    # the same when the output keeps a's labels: the cotangent of a is not just passed on
+    ga, gb = check(
+        lambda a, b, w: weighted(er.einsum("ij,k->ij", a, b, join=lambda x, y: x + y), w),
+        lambda a, b, w: ((a[:, :, None] + b[None, None]).sum(2) * w).sum(),
+        {"a": a, "b": b, "w": rand(3, 4, seed=5)},
+        wrt=["a", "b"],
+    )
+    np.testing.assert_allclose(ga, 5 * rand(3, 4, seed=5), rtol=1e-15)
     # the same for max (count of ties along k) and prod (a power along k)
     check(
         lambda a, b, w: weighted(er.einsum("ij,k->i", a, b, join=lambda x, y: x, agg="max"), w),
@@ -614,6 +622,9 @@ def torch_einsum(inputs, output, size, join, agg, tensors):
     if not agg_labels:
         return j
     flat = j.reshape([size[lab] for lab in output] + [-1])
+    # Random data has no ties except where the join is constant along a label (it ignores an
+    # operand); torch.amax/amin split the gradient evenly among equal values there, which is
+    # einrel's documented rule (torch.max(dim) would pick one element instead).
     return {"sum": torch.sum, "prod": torch.prod, "max": torch.amax, "min": torch.amin}[agg](
         flat, -1
     )
@@ -625,7 +636,9 @@ def test_random_einsum_gradients_against_torch(case):
     inputs, output, size, agg = case["inputs"], case["output"], case["size"], case["agg"]
     rng = np.random.default_rng(case["seed"])
     arrays = [rng.uniform(-1, 1, [size[lab] for lab in labs]) for labs in inputs]
-    if case["zeros"] and agg == "prod":
+    # exact zeros test the product rule; not with max-min, whose kink at equal arguments
+    # (0 == 0) einrel and torch resolve differently (>= side vs half each)
+    if case["zeros"] and agg == "prod" and case["join"] != "max-min":
         for a in arrays:
             a[rng.random(a.shape) < 0.3] = 0.0
     out_shape = tuple(size[lab] for lab in output)

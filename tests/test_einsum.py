@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -331,13 +332,19 @@ def brute_force(
     return ref, err
 
 
-def check_close(got: np.ndarray, ref: np.ndarray, err: np.ndarray, floor: float) -> None:
-    """|got - ref| <= 2 * bound (einrel's error and the reference's), plus an underflow floor."""
+def check_close(
+    got: np.ndarray, ref: np.ndarray, err: np.ndarray, floor: float, big: float = np.inf
+) -> None:
+    """|got - ref| <= 2 * bound (einrel's error and the reference's), plus an underflow floor;
+    where the exact value is beyond the dtype's largest finite `big`, got must be inf."""
     got = np.asarray(got, dtype=np.float64)
     assert got.shape == ref.shape
+    tol = 2 * err + floor
+    overflow = np.abs(ref) - tol > big
+    borderline = ~overflow & (np.abs(ref) + tol >= big)  # may round either way
     both_inf = np.isinf(ref) & (got == ref)
     diff = np.where(both_inf, 0.0, np.abs(got - ref))
-    bad = ~(diff <= 2 * err + floor)
+    bad = np.where(overflow, got != np.copysign(np.inf, ref), ~(diff <= tol)) & ~borderline
     assert not bad.any(), (
         f"{int(bad.sum())} element(s) off: got {got[bad][:5]}, want {ref[bad][:5]}, "
         f"bound {2 * err[bad][:5] + floor}"
@@ -369,16 +376,17 @@ def run_random(case: dict, dtype: str) -> None:
     assert got.dtype == np_dtype
     u = U64 if dtype == "float64" else U32
     floor = 1e-300 if dtype == "float64" else 1e-37
+    big = float(np.finfo(np_dtype).max)
     einsum_labels = set("".join(inputs))
     if tree is None and case["agg"] == "sum" and not case["bcast"]:
         # product join, sum: numpy's einsum, with the bound (n + k) u einsum(|x|...)
         want = np.einsum(case["spec"], *[a.astype(np.float64) for a in arrays])
         absum = np.einsum(case["spec"], *[np.abs(a.astype(np.float64)) for a in arrays])
         n = math.prod(size[lab] for lab in einsum_labels if lab not in output)
-        check_close(got, np.asarray(want), (n + k) * u * np.asarray(absum), floor)
+        check_close(got, np.asarray(want), (n + k) * u * np.asarray(absum), floor, big)
         return
     ref, err = brute_force(inputs, output, size, num_join, case["agg"], arrays, u)
-    check_close(got, ref, err, floor)
+    check_close(got, ref, err, floor, big)
 
 
 def test_all_aggregations_are_covered():
@@ -408,6 +416,10 @@ def test_brute_force_reference_detects_errors():
     check_close((x * x).sum(1), ref, err, 0.0)
     with pytest.raises(AssertionError):
         check_close((x * x).sum(1) * (1 + 1e-12), ref, err, 0.0)
+    # beyond the largest finite value only inf is right
+    check_close(np.array([np.inf, -np.inf]), np.array([1e39, -1e39]), np.zeros(2), 0.0, 3.4e38)
+    with pytest.raises(AssertionError):
+        check_close(np.array([3.3e38]), np.array([1e39]), np.zeros(1), 0.0, 3.4e38)
 
 
 def test_chunked_aggregation_matches_unchunked(monkeypatch):
@@ -435,40 +447,25 @@ def test_chunked_aggregation_matches_unchunked(monkeypatch):
 # opt_einsum's test expressions
 # ---------------------------------------------------------------------------------------------
 
-# fixed in the data set's README (opt_einsum's own tests use these)
-CASE_SIZES = dict(
-    a=2,
-    b=3,
-    c=4,
-    d=5,
-    e=4,
-    f=3,
-    g=2,
-    h=6,
-    i=5,
-    j=4,
-    k=3,
-    l=2,
-    m=5,
-    n=7,
-    o=4,
-    p=3,
-    q=2,
-    A=3,
-    B=4,
-    C=9,
-)
+
+def readme_sizes(readme: str) -> dict[str, int]:
+    """The label sizes listed in the data set's README (opt_einsum's tests fix them)."""
+    block = [ln for ln in readme.splitlines() if re.fullmatch(r"\s{4}(\w \d+\s*)+", ln)]
+    return {lab: int(n) for ln in block for lab, n in re.findall(r"(\w) (\d+)", ln)}
 
 
 def test_opt_einsum_contract_cases(data_dir):
-    lines = (data_dir / "einsum-cases" / "opt_einsum_contract_cases.txt").read_text().split("\n")
+    folder = data_dir / "einsum-cases"
+    sizes = readme_sizes((folder / "README.md").read_text())
+    assert len(sizes) == 20 and sizes["a"] == 2 and sizes["C"] == 9
+    lines = (folder / "opt_einsum_contract_cases.txt").read_text().split("\n")
     cases = [ln.strip() for ln in lines if ln.strip()]
     assert len(cases) == 69
     rng = np.random.default_rng(0)
     raised, wrong = [], []
     for case in cases:
         operands = case.split("->")[0].split(",")
-        arrays = [rng.random([CASE_SIZES[c] for c in labs]) for labs in operands]
+        arrays = [rng.random([sizes[c] for c in labs]) for labs in operands]
         ts = [er.input(f"x{k}", a.shape, "float64") for k, a in enumerate(arrays)]
         try:
             y = er.einsum(case, *ts)
@@ -480,7 +477,7 @@ def test_opt_einsum_contract_cases(data_dir):
         want = np.einsum(case, *arrays)
         absum = want  # all operands are non-negative: no cancellation
         n_terms = math.prod(
-            CASE_SIZES[c] for c in set("".join(operands)) if c not in parse_out(case, operands)
+            sizes[c] for c in set("".join(operands)) if c not in parse_out(case, operands)
         )
         tol = (n_terms + len(operands)) * U64 * np.abs(absum)
         if got.shape != want.shape or not np.all(np.abs(got - want) <= tol + 1e-300):

@@ -192,9 +192,6 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
             operands.append(_cast(val, work) if isinstance(val, Tensor) else val)
         join = S.remap_holes(join, {h: j for j, h in enumerate(holes)})
         target = op.inputs[i]
-        if specs == [target] and join == S.hole(0) and isinstance(operands[0], Tensor):
-            out.append((i, operands[0]))  # the cotangent passes through unchanged
-            continue
         present = set("".join(specs))
         sizes = {lab: size[lab] for lab in target if lab not in present}
         # Labels of the join space that neither the target nor any operand here carries: the
@@ -202,6 +199,9 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
         mult = math.prod(size[lab] for lab in op.labels if lab not in present and lab not in target)
         if mult != 1:
             join = S.simplify(S.mul(S.const(mult), join))
+        elif specs == [target] and join == S.hole(0) and isinstance(operands[0], Tensor):
+            out.append((i, _cast(operands[0], n.inputs[i].dtype)))  # the cotangent as it is
+            continue
         contribution = F.einsum(
             ",".join(specs) + "->" + target,
             *operands,

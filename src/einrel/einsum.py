@@ -83,8 +83,11 @@ class Einsum:
         if self.agg not in (None, "sum"):
             return False
         coef, factors = S.product_factors(self.join)
-        return (not math.isnan(coef) and sorted(factors) == list(range(self.arity))
-                and all(f == S.hole(i) for i, f in factors.items()))
+        return (
+            not math.isnan(coef)
+            and sorted(factors) == list(range(self.arity))
+            and all(f == S.hole(i) for i, f in factors.items())
+        )
 
     @property
     def is_elementwise(self) -> bool:
