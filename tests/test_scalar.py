@@ -326,19 +326,24 @@ def test_derivative_is_simplified_and_exact_for_polynomials():
 
 
 def test_derivative_conventions_at_kinks():
-    """max/min (and relu, abs built on them) send the derivative to the >= / <= side."""
+    """At a tie, max/min split the derivative equally between two varying sides (as
+    torch.maximum); against a constant side (relu's kink) the derivative is 0 (as torch.relu)."""
 
     def d(fn, i, *at):
         e = trace(fn, len(at))
         return float(S.compile_numpy(S.derivative(e, i), len(at))(*map(np.float64, at), {}))
 
-    assert d(lambda a: er.relu(a), 0, 0.0) == 1.0
+    assert d(lambda a: er.relu(a), 0, 0.0) == 0.0
+    assert d(lambda a: er.relu(a), 0, 1e-300) == 1.0
     assert d(lambda a: er.relu(a), 0, -1e-300) == 0.0
-    assert d(lambda a, b: er.maximum(a, b), 0, 1.0, 1.0) == 1.0
-    assert d(lambda a, b: er.maximum(a, b), 1, 1.0, 1.0) == 0.0
-    assert d(lambda a, b: er.minimum(a, b), 0, 1.0, 1.0) == 1.0
-    assert d(lambda a, b: er.minimum(a, b), 1, 1.0, 1.0) == 0.0
-    assert d(lambda a: abs(a), 0, 0.0) == 1.0
+    assert d(lambda a, b: er.maximum(a, b), 0, 1.0, 1.0) == 0.5
+    assert d(lambda a, b: er.maximum(a, b), 1, 1.0, 1.0) == 0.5
+    assert d(lambda a, b: er.maximum(a, b), 0, 2.0, 1.0) == 1.0
+    assert d(lambda a, b: er.minimum(a, b), 0, 1.0, 1.0) == 0.5
+    assert d(lambda a, b: er.minimum(a, b), 1, 1.0, 1.0) == 0.5
+    assert d(lambda a, b: er.minimum(a, b), 1, 2.0, 1.0) == 1.0
+    assert d(lambda a: abs(a), 0, 0.0) == 0.0
+    assert d(lambda a: abs(a), 0, -3.0) == -1.0
     assert d(lambda a, b: er.where(a > b, a, 2 * a), 0, 1.0, 1.0) == 2.0
 
 

@@ -24,8 +24,15 @@ OPS = ("input", "fill", "einsum", "slice", "concat", "reshape")
 
 
 def check_dtype(dtype: Any, where: str) -> str:
-    name = getattr(dtype, "name", None) or str(dtype)
-    name = name.replace("torch.", "")
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
+    if name is None and isinstance(dtype, type):
+        try:  # numpy scalar types such as np.float32
+            import numpy as np
+
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = str(dtype)
+    name = str(name).replace("torch.", "")
     if name not in DTYPES:
         raise ShapeError(f"{where}: unsupported dtype {dtype!r}; expected one of {DTYPES}")
     return name
@@ -179,6 +186,9 @@ class Tensor:
 
     def __pow__(self, o: Any) -> Tensor:
         return self._f().power(self, o)
+
+    def __rpow__(self, o: Any) -> Tensor:
+        return self._f().power(o, self)
 
     def __neg__(self) -> Tensor:
         return self._f().negative(self)

@@ -107,7 +107,8 @@ def interpret(graph: Graph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         for j in set(n.inputs):
             if last_use[j] == n.id and j not in keep:
                 del env[j]
-    return [env[i] for i in graph.outputs]
+    # Never hand back a view of a feed (an input, or a reshape/slice of one) as a result.
+    return [env[i] if env[i].flags.owndata else env[i].copy() for i in graph.outputs]
 
 
 def evaluate(outputs: Tensor | Sequence[Tensor], feeds: Mapping[str, Any]) -> Any:

@@ -655,10 +655,14 @@ def _rule(x: Expr, d: Callable[[Expr], Expr]) -> Expr:
         if not b.holes():
             return mul(mul(b, power(a, simplify(sub(b, ONE)))), d(a))
         return mul(x, add(mul(d(b), log(a)), div(mul(b, d(a)), a)))
-    if op == "max":
-        return select("ge", a, b, d(a), d(b))
-    if op == "min":
-        return select("le", a, b, d(a), d(b))
+    if op in ("max", "min"):
+        # Strictly larger (max) / smaller (min) side wins. At a tie with a constant side
+        # (relu's kink) the derivative is the constant's, 0, as in torch; a tie of two
+        # varying sides splits the derivative equally, as torch.maximum does.
+        win, lose = ("gt", "lt") if op == "max" else ("lt", "gt")
+        constant_side = not a.holes() or not b.holes()
+        tie = ZERO if constant_side else mul(const(0.5), add(d(a), d(b)))
+        return select(win, a, b, d(a), select(lose, a, b, d(b), tie))
     raise JoinError(f"no derivative rule for {op!r}")
 
 
