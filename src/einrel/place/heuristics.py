@@ -81,7 +81,9 @@ PLACERS: Mapping[str, Placer] = MappingProxyType(
 )
 
 # Placers that live in optional subpackages: name -> module exposing `place(graph, ndev, seed)`.
-OPTIONAL_PLACERS: Mapping[str, str] = MappingProxyType({"doppler": "einrel.place.doppler"})
+OPTIONAL_PLACERS: Mapping[str, str] = MappingProxyType(
+    {"doppler": "einrel.place.doppler", "doppler+search": "einrel.place.doppler.search"}
+)
 
 
 def _optional(name: str) -> Placer | None:

@@ -1,0 +1,103 @@
+"""The "doppler" placer: greedy decoding of a trained policy, found or trained for the graph.
+
+`place(graph, ndev, seed, policy=None)`: with a policy (a path or a DopplerPolicy) it must have
+been trained for `ndev` devices; without one, the committed policy whose graph fingerprint and
+device count match is used, then one in the user cache, and failing both a short policy is
+trained (stages I and II, with a progress bar on stderr) and cached for the next call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ...errors import CompileError
+from ..dag import PlaceGraph, check_ndev
+from .features import fingerprint
+from .policy import DopplerPolicy, cache_dir, find_policy, load_policy, policy_filename
+from .train import RECIPES, TrainLog, train
+
+# Episodes of the policy trained on the fly for a graph without a stored one.
+SHORT_EPISODES: Mapping[int, int] = {1: 200, 2: 300}
+
+
+def train_policy(
+    graph: PlaceGraph,
+    ndev: int,
+    *,
+    episodes: Mapping[int, int] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    policy: DopplerPolicy | None = None,
+) -> tuple[DopplerPolicy, list[TrainLog]]:
+    """Stages I then II on `graph` (episodes per stage, default `SHORT_EPISODES`)."""
+    check_ndev(ndev)
+    plan = dict(episodes if episodes is not None else SHORT_EPISODES)
+    pol = policy or DopplerPolicy(ndev, seed=seed)
+    logs = []
+    for stage in sorted(plan):
+        if plan[stage] <= 0:
+            continue
+        opts = dict(RECIPES["einrel"][stage])
+        logs.append(
+            train(
+                pol,
+                graph,
+                stage,
+                episodes=plan[stage],
+                seed=seed + stage,
+                progress=progress,
+                title=f"doppler stage {stage} {graph.name or 'graph'} ({ndev} devices)",
+                **opts,
+            )
+        )
+    return pol, logs
+
+
+def policy_for(
+    graph: PlaceGraph,
+    ndev: int,
+    *,
+    policy: str | Path | DopplerPolicy | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    train_missing: bool = True,
+    cache: bool = True,
+) -> DopplerPolicy:
+    """The policy to place `graph` on `ndev` devices with (see the module docstring)."""
+    check_ndev(ndev)
+    if isinstance(policy, DopplerPolicy):
+        policy.check_devices(ndev)
+        return policy
+    if policy is not None:
+        return load_policy(policy, ndev)
+    fp = fingerprint(graph)
+    found = find_policy(fp, ndev)
+    if found is not None:
+        return load_policy(found, ndev)
+    if not train_missing:
+        raise CompileError(
+            f"no Doppler policy for graph {graph.name or fp!r} on {ndev} devices; "
+            f"train one with `einrel place train`"
+        )
+    pol, _ = train_policy(graph, ndev, seed=seed, progress=progress)
+    if cache:
+        with contextlib.suppress(OSError):  # an unwritable cache only costs a retrain next time
+            pol.save(cache_dir() / policy_filename(graph.name, ndev, fp))
+    return pol
+
+
+def place(
+    graph: PlaceGraph,
+    ndev: int,
+    seed: int = 0,
+    *,
+    policy: str | Path | DopplerPolicy | None = None,
+) -> list[int]:
+    """Doppler's greedy assignment (SEL and PLC both argmax): a device per op."""
+    pol = policy_for(graph, ndev, policy=policy, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        return pol.place(graph, ndev)

@@ -1,0 +1,409 @@
+"""Doppler's three training stages (PAPERS §4.6–4.7).
+
+Per episode, with one Adam optimiser per head (SEL, PLC), each over its own actions, and one for
+the shared encoder, which both losses train:
+
+    L = − w_pg · Σ_t log π(a_t | s_t) · R_t − w_il · Σ_t Σ_{a ∈ CP*(s_t)} log π(a | s_t)
+        + w_ent · Σ_t Σ_a π(a | s_t) log π(a | s_t)
+
+Stage I imitates the critical-path heuristic from fully random rollouts (ε = 1); stage II is
+policy gradient with the simulator's makespan as the cost; stage III the same with a measured
+makespan (`einrel.place.doppler.real`). Rewards are 0 except at the end: the terminal reward is
+(baseline − cost) / baseline, the relative gain over a running average of past costs (an
+exponential average, so the baseline follows an improving policy), and R_t = γ^(T−1−t) · reward.
+
+Every `eval_every` updates the greedy policy is decoded and costed; in stages II and III the
+weights with the best greedy cost seen are the ones kept at the end of the stage (the training
+graph is the graph to place, so this is model selection on the objective itself). The learning
+rate is constant, as the released runs effectively had it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ...errors import CompileError
+from ..dag import PlaceGraph
+from ..simulate import make_simulator
+from .env import Episode, rollout
+from .features import GraphFeatures, graph_features
+from .model import GraphTensors, PlcNumpy
+from .policy import DopplerPolicy, one_thread
+
+Oracle = Callable[[list[int]], float]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage's defaults (PAPERS §4.7)."""
+
+    number: int
+    episodes: int
+    lr: float
+    eps_sel: float
+    eps_plc: float
+    w_pg: float
+    w_il: float
+    w_ent: float
+
+
+STAGES: dict[int, Stage] = {
+    1: Stage(1, 2000, 1e-3, 1.0, 1.0, 0.0, 1.0, 1e-3),
+    2: Stage(2, 2000, 1e-4, 0.2, 0.2, 1.0, 0.0, 0.0),
+    3: Stage(3, 4000, 1e-4, 0.2, 0.2, 1.0, 0.0, 0.0),
+}
+# Training options per stage beyond the paper's: "paper" is PAPERS §4.7 as is; "einrel" is what
+# the committed policies were trained with (stage II with batches of 4 episodes, ε = 0.1, a 10×
+# higher learning rate and self-imitation: the paper's stage II alone barely moves the greedy
+# policy in the few thousand episodes that fit on two CPU cores).
+RECIPES: dict[str, dict[int, dict[str, Any]]] = {
+    "paper": {1: {}, 2: {}, 3: {}},
+    "einrel": {
+        1: {},
+        2: {"lr": 1e-3, "eps": 0.1, "batch": 4, "self_imitation": 2.0, "eval_every": 4},
+        3: {"lr": 1e-3, "eps": 0.1, "batch": 2, "self_imitation": 2.0, "eval_every": 2},
+    },
+}
+GAMMA = 0.99
+BASELINE_DECAY = 0.95
+
+
+@dataclass
+class TrainLog:
+    """What a stage did; costs in the oracle's units."""
+
+    stage: int
+    episodes: int = 0
+    seconds: float = 0.0
+    costs: list[float] = field(default_factory=list)
+    il_loss: list[float] = field(default_factory=list)
+    greedy: list[tuple[int, float]] = field(default_factory=list)
+    best: float = math.inf
+    best_episode: int = -1
+    start_greedy: float = math.inf
+
+    @property
+    def seconds_per_episode(self) -> float:
+        return self.seconds / max(self.episodes, 1)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "episodes": self.episodes,
+            "seconds": round(self.seconds, 2),
+            "seconds_per_episode": round(self.seconds_per_episode, 4),
+            "start_greedy": self.start_greedy,
+            "best_greedy": self.best,
+            "best_episode": self.best_episode,
+        }
+
+
+def episode_losses(
+    policy: DopplerPolicy,
+    gt: GraphTensors,
+    scores: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    ep: Episode,
+    st: Stage,
+    returns: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(SEL loss, PLC loss, IL loss per step) of one recorded episode, every step in one batch."""
+    gf = gt.features
+    steps = len(ep.order)
+    legal_np = ep.legal_mask()
+    legal = torch.from_numpy(legal_np)
+    order = torch.from_numpy(ep.order)
+    devs = torch.from_numpy(ep.devices)
+    rows = torch.arange(steps)
+
+    logits = scores.unsqueeze(0).expand(steps, -1).masked_fill(~legal, -math.inf)
+    # zero (not -inf) outside the legal set, so no 0 · inf reaches a gradient
+    logp_sel = F.log_softmax(logits, dim=1).masked_fill(~legal, 0.0)
+    plc_logits = policy.plc(h, c, order, torch.from_numpy(ep.dyn), devs)
+    logp_plc = F.log_softmax(plc_logits, dim=1)
+
+    sel_loss = scores.new_zeros(())
+    plc_loss = scores.new_zeros(())
+    il_value = 0.0
+    if st.w_pg and returns is not None:
+        sel_loss = sel_loss - st.w_pg * (logp_sel[rows, order] * returns).sum()
+        plc_loss = plc_loss - st.w_pg * (logp_plc[rows, devs] * returns).sum()
+    if st.w_il:
+        star_sel = torch.from_numpy(ep.sel_star(legal_np, gf.blevel))
+        star_plc = torch.from_numpy(ep.plc_star())
+        il_sel = -torch.where(star_sel, logp_sel, 0.0).sum()
+        il_plc = -torch.where(star_plc, logp_plc, 0.0).sum()
+        sel_loss = sel_loss + st.w_il * il_sel
+        plc_loss = plc_loss + st.w_il * il_plc
+        il_value = float(il_sel.detach() + il_plc.detach()) / max(steps, 1)
+    if st.w_ent:
+        ent_sel = (legal * logp_sel.exp() * logp_sel).sum()
+        ent_plc = (logp_plc.exp() * logp_plc).sum()
+        sel_loss = sel_loss + st.w_ent * ent_sel
+        plc_loss = plc_loss + st.w_ent * ent_plc
+    return sel_loss, plc_loss, il_value
+
+
+@one_thread
+def il_loss(policy: DopplerPolicy, graph: PlaceGraph, episodes: int = 8, seed: int = 0) -> float:
+    """The imitation loss per step, averaged over `episodes` fixed random rollouts (a yardstick)."""
+    gf = graph_features(graph)
+    gt = GraphTensors(gf)
+    rng = random.Random(seed)
+    st = STAGES[1]
+    total = 0.0
+    with torch.no_grad():
+        scores, h, c = policy.forward(gt)
+        for _ in range(episodes):
+            ep = rollout(gf, policy.ndev, None, None, 1.0, 1.0, rng)
+            total += episode_losses(policy, gt, scores, h, c, ep, st, None)[2]
+    return total / episodes
+
+
+class _Progress:
+    """A rich progress bar on stderr: episode, current cost, last greedy cost and best so far."""
+
+    def __init__(self, enabled: bool, title: str, total: int, unit: float) -> None:
+        self.unit = unit
+        self.bar: Any = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=16),
+            MofNCompleteColumn(),
+            TextColumn("cur {task.fields[cur]} greedy {task.fields[greedy]}"),
+            TextColumn("[green]best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.task = self.bar.add_task(title, total=total, cur="-", greedy="-", best="-")
+        self.bar.start()
+
+    def fmt(self, x: float) -> str:
+        return "-" if not math.isfinite(x) else f"{x / self.unit:.1f}"
+
+    def update(self, done: int, cur: float, greedy: float, best: float) -> None:
+        if self.bar is not None:
+            self.bar.update(
+                self.task,
+                completed=done,
+                cur=self.fmt(cur),
+                greedy=self.fmt(greedy),
+                best=self.fmt(best),
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@one_thread
+def train(
+    policy: DopplerPolicy,
+    graphs: PlaceGraph | GraphFeatures | Sequence[PlaceGraph | GraphFeatures],
+    stage: int,
+    *,
+    episodes: int | None = None,
+    lr: float | None = None,
+    eps: float | None = None,
+    seed: int = 0,
+    oracle: Oracle | Sequence[Oracle | None] | None = None,
+    eval_oracle: Oracle | Sequence[Oracle | None] | None = None,
+    eval_every: int = 10,
+    time_limit: float | None = None,
+    progress: bool = False,
+    unit: float = 1e10,
+    title: str | None = None,
+    keep_best: bool | None = None,
+    batch: int = 1,
+    sample: bool = False,
+    self_imitation: float = 0.0,
+) -> TrainLog:
+    """Train `policy` for one stage, in place; returns the stage's log.
+
+    With several graphs, updates cycle through them (`episodes` counts all of them) and the
+    greedy checkpoints are ranked by the mean over graphs of greedy cost / the greedy cost at the
+    start of the stage. `oracle(assignment) -> cost` (one, or one per graph) defaults to the
+    simulator; stage 3 needs a measured one; `eval_oracle` costs the greedy checkpoints (default:
+    `oracle`; a noisy oracle may want a median of several runs there). `eps` overrides both ε.
+    `keep_best` (default: in stages II and III) ends the stage with the weights of the best
+    greedy checkpoint; stage I trains for imitation, so by default it keeps its last weights.
+
+    Options beyond the paper's recipe (defaults off, see `RECIPES`): `batch` episodes share one
+    encoder pass and one update; `sample` draws the non-random actions from the softmax instead
+    of taking the argmax; `self_imitation` > 0 adds, per update, that weight times the
+    log-likelihood loss of the cheapest episode seen so far in the stage (sampled or greedy),
+    replayed step by step, so that greedy decoding follows the best assignment found
+    (self-imitation, after Oh et al. 2018).
+    """
+    if stage not in STAGES:
+        raise CompileError(f"unknown Doppler training stage {stage!r}; stages are 1, 2, 3")
+    st = STAGES[stage]
+    if eps is not None:
+        st = replace(st, eps_sel=eps, eps_plc=eps)
+    total = st.episodes if episodes is None else episodes
+    if total < 0:
+        raise CompileError(f"need a non-negative episode count, got {total}")
+    if batch < 1:
+        raise CompileError(f"need a batch of at least one episode, got {batch}")
+    if eval_every < 1:
+        raise CompileError(f"need eval_every >= 1, got {eval_every}")
+    many = graphs if isinstance(graphs, Sequence) else [graphs]
+    if not many:
+        raise CompileError("train needs at least one graph")
+    gfs = [g if isinstance(g, GraphFeatures) else graph_features(g) for g in many]
+    if stage == 3 and (oracle is None or (not callable(oracle) and None in oracle)):
+        raise CompileError("stage 3 needs a measured cost oracle (see einrel.place.doppler.real)")
+    oracles = _per_graph(oracle, gfs)
+    eval_oracles = _per_graph(eval_oracle, gfs) if eval_oracle is not None else oracles
+    gts = [GraphTensors(gf) for gf in gfs]
+    ndev = policy.ndev
+    rate = st.lr if lr is None else lr
+    opts = [
+        torch.optim.Adam(net.parameters(), lr=rate)
+        for net in (policy.sel, policy.plc, policy.encoder)
+    ]
+    rng = random.Random(seed)
+    log = TrainLog(stage)
+    t0 = time.perf_counter()
+    single = len(gfs) == 1
+    bar = _Progress(progress, title or f"stage {stage}", total, unit if single else 1.0)
+    best_ep: list[tuple[float, Episode] | None] = [None] * len(gfs)
+
+    def remember(i: int, cost: float, ep: Episode) -> None:
+        held = best_ep[i]
+        if held is None or cost < held[0]:
+            best_ep[i] = (cost, ep)
+
+    def greedy_costs() -> list[float]:
+        costs = []
+        for i, (gf, gt, o) in enumerate(zip(gfs, gts, eval_oracles)):
+            ep = policy.decode(gf, tensors=gt)
+            costs.append(float(o(ep.assignment)))
+            remember(i, costs[-1], ep)
+        return costs
+
+    first = greedy_costs()
+    scale = [1.0] if single else [max(c, 1e-300) for c in first]
+
+    def metric(costs: list[float]) -> float:
+        return sum(c / s for c, s in zip(costs, scale)) / len(costs)
+
+    best_state = policy.state()
+    log.start_greedy = log.best = metric(first)
+    log.greedy.append((0, log.best))
+    log.best_episode = 0
+    baselines: list[float | None] = [None] * len(gfs)
+    last_greedy = log.best
+    sil = replace(st, w_pg=self_imitation, w_il=0.0, w_ent=0.0)
+    k = 0
+    update = 0
+    try:
+        while k < total:
+            if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                break
+            i = update % len(gfs)
+            update += 1
+            gf, gt = gfs[i], gts[i]
+            scores, h, c = policy.forward(gt)
+            plc_np = PlcNumpy(policy.plc, h, c) if st.eps_plc < 1 else None
+            sel_np = scores.detach().numpy() if st.eps_sel < 1 else None
+            loss = scores.new_zeros(())
+            cost = math.nan
+            for _ in range(min(batch, total - k)):
+                ep = rollout(gf, ndev, sel_np, plc_np, st.eps_sel, st.eps_plc, rng, sample)
+                cost = float(oracles[i](ep.assignment))
+                remember(i, cost, ep)
+                returns = None
+                if st.w_pg:
+                    base = baselines[i]
+                    if base is None:
+                        base = cost
+                    reward = (base - cost) / base if base > 0 else 0.0
+                    baselines[i] = BASELINE_DECAY * base + (1 - BASELINE_DECAY) * cost
+                    returns = _discounted(reward, len(ep.order))
+                sel_loss, plc_loss, il_value = episode_losses(
+                    policy, gt, scores, h, c, ep, st, returns
+                )
+                loss = loss + sel_loss + plc_loss
+                k += 1
+                log.costs.append(cost)
+                log.il_loss.append(il_value)
+            held = best_ep[i]
+            if self_imitation and held is not None:
+                ones = torch.ones(len(held[1].order), dtype=torch.float32)
+                sel_loss, plc_loss, _ = episode_losses(policy, gt, scores, h, c, held[1], sil, ones)
+                loss = loss + sel_loss + plc_loss
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in opts:
+                opt.step()
+            log.episodes = k
+            if update % eval_every == 0 or k >= total:
+                last_greedy = metric(greedy_costs())
+                log.greedy.append((k, last_greedy))
+                if last_greedy < log.best:
+                    log.best, log.best_episode = last_greedy, k
+                    best_state = policy.state()
+            bar.update(k, cost / scale[i], last_greedy, log.best)
+    finally:
+        bar.close()
+    if keep_best if keep_best is not None else stage != 1:
+        policy.load_state(best_state)
+    log.seconds = time.perf_counter() - t0
+    entry = log.summary()
+    entry["graphs"] = [gf.graph.name for gf in gfs]
+    entry["options"] = {
+        "lr": rate,
+        "eps_sel": st.eps_sel,
+        "eps_plc": st.eps_plc,
+        "batch": batch,
+        "sample": sample,
+        "self_imitation": self_imitation,
+        "seed": seed,
+    }
+    policy.history.append(entry)
+    for gf in gfs:
+        policy.add_graph(gf.fingerprint, gf.graph.name)
+    return log
+
+
+def _per_graph(
+    oracle: Oracle | Sequence[Oracle | None] | None, gfs: list[GraphFeatures]
+) -> list[Oracle]:
+    """One cost oracle per graph; None (or a None entry) is the simulator."""
+    if oracle is None or callable(oracle):
+        many: list[Oracle | None] = [oracle] * len(gfs)
+    else:
+        many = list(oracle)
+        if len(many) != len(gfs):
+            raise CompileError(f"{len(many)} oracles for {len(gfs)} graphs")
+    return [o if o is not None else make_simulator(gf.graph) for o, gf in zip(many, gfs)]
+
+
+def _discounted(reward: float, steps: int) -> torch.Tensor:
+    """R_t = γ^(T−1−t) · reward for a reward paid after the last of `steps` steps."""
+    return torch.from_numpy((reward * GAMMA ** np.arange(steps - 1, -1, -1)).astype(np.float32))
