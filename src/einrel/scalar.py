@@ -656,13 +656,13 @@ def _rule(x: Expr, d: Callable[[Expr], Expr]) -> Expr:
             return mul(mul(b, power(a, simplify(sub(b, ONE)))), d(a))
         return mul(x, add(mul(d(b), log(a)), div(mul(b, d(a)), a)))
     if op in ("max", "min"):
-        # Strictly larger (max) / smaller (min) side wins. At a tie with a constant side
-        # (relu's kink) the derivative is the constant's, 0, as in torch; a tie of two
-        # varying sides splits the derivative equally, as torch.maximum does.
-        win, lose = ("gt", "lt") if op == "max" else ("lt", "gt")
-        constant_side = not a.holes() or not b.holes()
-        tie = ZERO if constant_side else mul(const(0.5), add(d(a), d(b)))
-        return select(win, a, b, d(a), select(lose, a, b, d(b), tie))
+        # At a tie the first side wins (so |x| = max(x, -x), and the sigmoid and tanh built on
+        # it, have the right derivative at 0), except against a constant side: relu's kink
+        # gets 0, as in torch.
+        cmp = "ge" if op == "max" else "le"
+        if not b.holes():
+            cmp = "gt" if op == "max" else "lt"
+        return select(cmp, a, b, d(a), d(b))
     raise JoinError(f"no derivative rule for {op!r}")
 
 
