@@ -110,7 +110,9 @@ class Program:
     def run(self, feeds: Mapping[str, Any], trace: str | None = None) -> list[np.ndarray]:
         """Run on `feeds`; `trace="out.json"` also writes a Chrome trace and `out.png`."""
         inputs, variables = bind_feeds(self.plan.graph, feeds)
-        res = self.engine.run(self.plan.tasks, inputs, variables, trace=trace is not None)
+        mg = self.plan.memgraph
+        work = self.plan.tasks if mg is None else mg
+        res = self.engine.run(work, inputs, variables, trace=trace is not None)
         self.report = Report(
             res.wall_time_s,
             dict(res.peak_bytes),
@@ -120,10 +122,15 @@ class Program:
             list(res.events),
         )
         if trace is not None:
-            from .runtime.trace import write_chrome_trace, write_gantt
+            if mg is not None:
+                from .runtime.memengine import write_mem_trace
 
-            write_chrome_trace(res.events, trace, self.plan.tasks)
-            write_gantt(res.events, str(trace).removesuffix(".json") + ".png", self.plan.tasks)
+                write_mem_trace(res.events, mg, trace)
+            else:
+                from .runtime.trace import write_chrome_trace, write_gantt
+
+                write_chrome_trace(res.events, trace, self.plan.tasks)
+                write_gantt(res.events, str(trace).removesuffix(".json") + ".png", self.plan.tasks)
         return assemble_outputs(self.plan.tasks, res.values)
 
     def simulate(self) -> float:
@@ -159,11 +166,22 @@ def compile(
     cost_model: Any = None,
     seed: int = 0,
     fuse: bool = True,
+    transfer_bandwidth: float | str | None = None,
+    jitter: float = 0.0,
+    engine_options: Mapping[str, Any] | None = None,
+    fit_budget: bool = True,
     **options: Any,
 ) -> Program:
     """Decompose, place and plan `outputs` for `devices` (default `er.cpu(1)`).
 
     `fuse` folds elementwise einsums into their only consumer first (see `einrel.fuse`).
+
+    With a memory budget (`memory_limit`, or `er.cpu(n, memory=...)`) the decomposition is
+    first refined until every task's working set fits (`fit_budget=False` skips that), the
+    placed task graph is memory-planned (TURNIP) and the program runs on the memory engine,
+    whose host transfers can be throttled to `transfer_bandwidth` (e.g. "4GB/s") with random
+    `jitter` (0.3 = ±30%); `engine_options` go to the engine (workers_per_device, seed, ...).
+    GPU devices always run on the memory engine (budget: their free memory when none is set).
     """
     from .decompose import get_partitioner, plan_cost
     from .place.registry import place
@@ -185,14 +203,23 @@ def compile(
     if chunks is not None:
         partitioner, options = "chunks", {**options, "chunks": chunks}
     decomposition = get_partitioner(partitioner)(graph, devs.n, **options)
+    budget = devs.memory
+    if budget is None and devs.kind == "gpu":
+        from .runtime.gpu import default_budget
+
+        budget = default_budget(devs)
+    if budget is not None and fit_budget:
+        from .decompose.budget import fit_to_budget
+
+        decomposition = fit_to_budget(graph, decomposition, devs.n, budget)
     unplaced = build_tasks(graph, decomposition)
     assignment = place(placer, unplaced, devs.n, model, seed=seed)
     placed = place_tasks(unplaced, assignment, devs.n)
     memgraph = None
-    if devs.memory is not None:
+    if budget is not None or devs.kind == "gpu":
         from .memplan import plan_memory
 
-        memgraph = plan_memory(placed, {d: devs.memory for d in range(devs.n)})
+        memgraph = plan_memory(placed, budget)
     plan = Plan(
         graph,
         dict(decomposition),
@@ -203,18 +230,41 @@ def compile(
         memgraph,
         time.perf_counter() - t0,
     )
-    return Program(outs, devs, plan, _engine(devs, priority, model), model, priority)
+    eng_opts = dict(engine_options or {})
+    if transfer_bandwidth is not None:
+        eng_opts["transfer_bandwidth"] = transfer_bandwidth
+    if jitter:
+        eng_opts["jitter"] = jitter
+    engine = _engine(devs, priority, model, memgraph is not None, eng_opts)
+    return Program(outs, devs, plan, engine, model, priority)
 
 
-def _engine(devs: Devices, priority: str, model: Any) -> Any:
+def _engine(
+    devs: Devices, priority: str, model: Any, memory: bool, options: Mapping[str, Any]
+) -> Any:
+    if devs.kind == "cpu" and memory:
+        from .runtime.memengine import MemEngine
+
+        return MemEngine(devs.n, priority=priority, cost_model=model, **options)
+    if options and devs.kind == "cpu":
+        raise CompileError(
+            f"engine options {sorted(options)} apply to the memory engine; set a memory budget "
+            "(memory_limit=... or er.cpu(n, memory=...)) to use it"
+        )
     if devs.kind == "cpu":
         from .runtime.local import LocalEngine
 
         return LocalEngine(devs.n, priority=priority, cost_model=model)
     if devs.kind == "gpu":
-        from .runtime.gpu import GpuEngine
+        from .runtime.gpu import GpuEngine, cuda_available
 
-        return GpuEngine(devs)
+        opts = dict(options)
+        if opts.get("device") is None and not cuda_available():
+            raise CompileError(
+                "er.gpu(...): no CUDA device is visible; pass engine_options={'device': 'cpu'} "
+                "to run the GPU code path on CPU tensors"
+            )
+        return GpuEngine(devs, priority=priority, cost_model=model, **opts)
     if devs.kind == "ray":
         from .runtime.ray_engine import RayEngine
 

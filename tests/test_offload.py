@@ -1,0 +1,405 @@
+"""The memory engine (TURNIP runtime) and budget-driven compilation.
+
+Differential: on random graphs, partitions, placements and budgets, the memory engine's results
+equal the reference interpreter's under jittered, throttled transfers and every priority, and
+its exactly accounted peak stays within the budget. Plus hand-built cases: an exact-fit budget,
+a budget one byte short, fixed-order replay, group locks, and `er.compile(memory_limit=...)`
+on the workloads against `er.evaluate`.
+
+Tolerance: float64 throughout; blocks add partials in another order than the whole-tensor
+reference, so rtol 1e-12 with an absolute term scaled by the output (entries that cancel).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import einrel as er
+from einrel.decompose import get_partitioner
+from einrel.decompose.budget import fit_to_budget, task_working_sets
+from einrel.decompose.partition import Partition
+from einrel.graph import Graph
+from einrel.memplan import MemGraph, min_budget, plan_memory
+from einrel.reference import bind_feeds, interpret
+from einrel.runtime.memengine import PRIORITIES, MemEngine, final_holders, make_schedule
+from einrel.runtime.transfer import Link, parse_bandwidth
+from einrel.taskgraph import TaskGraph, build_tasks, place_tasks
+from einrel.workloads import get_workload, max_rel_error
+
+RTOL = 1e-12
+DIMS = (2, 3, 4, 5)
+
+
+def close(got: np.ndarray, want: np.ndarray, rtol: float = RTOL) -> None:
+    scale = max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+
+
+# --- random programs ------------------------------------------------------------------------
+
+
+def random_graph(r: random.Random) -> Graph:
+    """A small float64 graph of matmuls, elementwise ops, reductions, concat and slices."""
+    names = iter(f"x{k}" for k in range(100))
+
+    def new(shape: tuple[int, ...]) -> er.Tensor:
+        return er.input(next(names), shape, "float64")
+
+    pool = [new((r.choice(DIMS), r.choice(DIMS))) for _ in range(r.randint(1, 2))]
+    for _ in range(r.randint(2, 8)):
+        a = r.choice([t for t in pool if t.ndim == 2] or pool)
+        if a.ndim != 2:
+            pool.append(a * 2.0 + 1.0)
+            continue
+        op = r.choice(["matmul", "matmul", "relu", "softmax", "sum", "concat", "slice", "dist"])
+        if op == "matmul":
+            fits = [t for t in pool if t.ndim == 2 and t.shape[0] == a.shape[1]]
+            b = r.choice(fits) if fits and r.random() < 0.6 else new((a.shape[1], r.choice(DIMS)))
+            y = a @ b
+        elif op == "relu":
+            y = er.relu(a) + a
+        elif op == "softmax":
+            y = er.softmax(a, axis=r.randrange(2))
+        elif op == "sum":
+            y = a.sum(r.randrange(2))
+        elif op == "concat":
+            y = er.concat([a, er.exp(a * 0.1)], axis=r.randrange(2))
+        elif op == "slice":
+            m, n = a.shape
+            lo = (r.randrange(m), r.randrange(n))
+            y = er.slice(a, lo, (r.randint(lo[0] + 1, m), r.randint(lo[1] + 1, n)))
+        else:
+            y = er.einsum(
+                "ij,kj->ik", a, a, join=lambda x, z: (x - z) ** 2, agg=r.choice(["sum", "max"])
+            )
+        pool.append(y)
+    outs = [pool[-1]]
+    extra = r.choice(pool[:-1])
+    if r.random() < 0.5 and extra.name not in {t.name for t in outs}:
+        outs.append(extra)
+    return er.build_graph(outs)
+
+
+def random_placed(r: random.Random, g: Graph, ndev: int | None = None) -> TaskGraph:
+    dec = {}
+    for n in g.nodes:
+        shape = n.einsum.join_shape if n.op == "einsum" else n.shape
+        dec[n.id] = Partition.even(shape, [r.randint(1, min(3, k)) for k in shape])
+    tg = build_tasks(g, dec)
+    nd = ndev if ndev is not None else r.randint(1, 3)
+    return place_tasks(tg, [r.randrange(nd) for _ in tg.tasks], nd)
+
+
+def random_budget(r: random.Random, tg: TaskGraph) -> list[int | None]:
+    low = min_budget(tg)
+    high = plan_memory(tg, None).stats.peak_bytes
+    out: list[int | None] = []
+    for lo, hi in zip(low, high):
+        kind = r.choice(["min", "min", "between", "between", "none"])
+        if kind == "min":
+            out.append(lo)
+        elif kind == "between":
+            out.append(r.randint(lo, max(lo, hi)))
+        else:
+            out.append(None)
+    return out
+
+
+def feeds_for(r: random.Random, g: Graph) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(r.randrange(2**32))
+    return {n.name: rng.standard_normal(n.shape) for n in g.inputs}
+
+
+def check_result(mg: MemGraph, res, want: list[np.ndarray]) -> None:
+    """Values, the budget, the start order as a linear extension, and the transfer totals."""
+    from einrel.taskgraph import assemble_outputs
+
+    for got, ref in zip(assemble_outputs(mg.taskgraph, res.values), want, strict=True):
+        close(got, ref)
+    for d, b in enumerate(mg.budgets):
+        assert b is None or res.peak_bytes[d] <= b, (d, res.peak_bytes, mg.budgets)
+    seen: set[int] = set()
+    for i in res.order:
+        if i < len(mg.nodes):
+            assert all(dep in seen for dep in mg.nodes[i].deps), f"n{i} started before its deps"
+        seen.add(i)
+    assert len(seen) == len(mg.nodes) + len(final_holders(mg))
+    assert res.bytes_offloaded == sum(mg.stats.evicted_bytes)
+    assert res.bytes_loaded == sum(mg.stats.loaded_bytes)
+
+
+@pytest.mark.parametrize("seed", range(48))
+def test_engine_matches_reference_on_random_plans(seed: int) -> None:
+    r = random.Random(seed)
+    g = random_graph(r)
+    tg = random_placed(r, g)
+    feeds = feeds_for(r, g)
+    want = interpret(g, feeds)
+    mg = plan_memory(
+        tg, random_budget(r, tg), strategy=r.choice(["lowest-dependency", "first-fit"])
+    )
+    inputs, variables = bind_feeds(g, feeds)
+    priority = PRIORITIES[seed % len(PRIORITIES)]
+    eng = MemEngine(
+        tg.ndev,
+        priority=priority,
+        workers_per_device=r.choice([1, 2]),
+        transfer_bandwidth=r.choice(["50MB/s", 2e8]),
+        jitter=0.5,
+        seed=seed,
+    )
+    for _ in range(2):
+        check_result(mg, eng.run(mg, inputs, variables), want)
+
+
+def test_every_priority_on_one_tight_plan() -> None:
+    r = random.Random(7)
+    g = random_graph(r)
+    while len(g.nodes) < 8:
+        g = random_graph(r)
+    tg = random_placed(r, g, ndev=2)
+    mg = plan_memory(tg, min_budget(tg))
+    assert mg.stats.evictions > 0
+    feeds = feeds_for(r, g)
+    want = interpret(g, feeds)
+    inputs, variables = bind_feeds(g, feeds)
+    eng = MemEngine(2, transfer_bandwidth="20MB/s", jitter=0.3, seed=1)
+    for p in PRIORITIES:
+        check_result(mg, eng.run(mg, inputs, variables, priority=p), want)
+    keys = [float(-i) for i in range(len(mg.nodes))]  # explicit keys: latest node first
+    check_result(mg, eng.run(mg, inputs, variables, priority=keys), want)
+
+
+def test_fixed_order_replays_the_planning_order_per_resource() -> None:
+    r = random.Random(3)
+    g = random_graph(r)
+    tg = random_placed(r, g, ndev=2)
+    mg = plan_memory(tg, min_budget(tg))
+    feeds = feeds_for(r, g)
+    inputs, variables = bind_feeds(g, feeds)
+    eng = MemEngine(
+        2, priority="fixed", workers_per_device=2, transfer_bandwidth="30MB/s", jitter=0.5
+    )
+    res = eng.run(mg, inputs, variables, trace=True)
+    check_result(mg, res, interpret(g, feeds))
+    sched = make_schedule(mg, 2, "fixed")
+    per: dict[int, list[int]] = {}
+    for i in res.order:
+        if sched.resource[i] >= 0:
+            per.setdefault(sched.resource[i], []).append(i)
+    for seq in per.values():
+        assert seq == sorted(seq)
+
+
+def test_touches_of_a_group_never_overlap() -> None:
+    x = er.input("x", (6, 8), "float64")
+    w = er.input("w", (8, 5), "float64")
+    y = er.relu(x @ w)
+    g = er.build_graph([y])
+    dec = {
+        n.id: Partition.whole(n.einsum.join_shape if n.op == "einsum" else n.shape) for n in g.nodes
+    }
+    mm = next(n for n in g.nodes if n.op == "einsum" and n.einsum.agg == "sum")
+    dec[mm.id] = Partition.even(mm.einsum.join_shape, (1, 1, 8))  # 8 partials into one block
+    tg = place_tasks(build_tasks(g, dec), [0] * len(build_tasks(g, dec).tasks), 1)
+    mg = plan_memory(tg, None)
+    assert len(next(iter(mg.groups.values()))) == 8
+    feeds = {"x": np.random.default_rng(0).standard_normal((6, 8)), "w": np.ones((8, 5))}
+    inputs, variables = bind_feeds(g, feeds)
+    eng = MemEngine(1, priority="random", workers_per_device=4, max_running=4, seed=2)
+    for _ in range(3):
+        res = eng.run(mg, inputs, variables, trace=True)
+        check_result(mg, res, interpret(g, feeds))
+        spans = sorted(
+            (s, e) for i, _, lane, s, e in res.events if i < len(mg) and mg[i].kind == "touch"
+        )
+        assert len(spans) == 8
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+# --- exact fit and too-small budgets --------------------------------------------------------
+
+
+def elementwise_graph() -> tuple[Graph, er.Tensor, dict[str, np.ndarray]]:
+    x = er.input("x", (4,), "float64")
+    y = er.relu(x)
+    return er.build_graph([y]), y, {"x": np.array([1.0, -2.0, 3.0, -4.0])}
+
+
+def test_exact_fit_budget_runs_and_one_byte_less_fails_at_compile() -> None:
+    _, y, feeds = elementwise_graph()
+    # the finest split: 4 blocks of one float64 each; input + output, aligned to 16 B = 32 B
+    prog = er.compile(
+        y, devices=er.cpu(1), memory_limit=32, transfer_bandwidth="10MB/s", jitter=0.3
+    )
+    (out,) = prog.run(feeds)
+    np.testing.assert_array_equal(out, np.maximum(feeds["x"], 0))
+    assert prog.report.peak_bytes[0] <= 32
+    assert prog.report.bytes_offloaded > 0  # outputs pile up and go to host
+    with pytest.raises(er.MemoryBudgetError, match=r"needs 32 bytes .* budget is 31 bytes") as ei:
+        er.compile(y, devices=er.cpu(1, memory=31))
+    assert ei.value.needed == 32  # type: ignore[attr-defined]
+    assert "relu" in str(ei.value) or ei.value.node in str(ei.value)  # type: ignore[attr-defined]
+
+
+def test_exact_fit_at_min_budget_of_a_fixed_plan() -> None:
+    r = random.Random(11)
+    g = random_graph(r)
+    tg = random_placed(r, g, ndev=2)
+    low = min_budget(tg)
+    feeds = feeds_for(r, g)
+    mg = plan_memory(tg, low)
+    inputs, variables = bind_feeds(g, feeds)
+    res = MemEngine(2, transfer_bandwidth="40MB/s", jitter=0.3, seed=0).run(mg, inputs, variables)
+    check_result(mg, res, interpret(g, feeds))
+    with pytest.raises(er.MemoryBudgetError, match="needs"):
+        plan_memory(tg, [b - 1 for b in low])
+
+
+def test_budget_one_byte_short_without_splitting_names_the_task() -> None:
+    x = er.input("x", (8, 8), "float64")
+    w = er.input("w", (8, 8), "float64")
+    y = x @ w
+    need = 3 * 8 * 8 * 8  # x, w and the product, whole
+    prog = er.compile(y, devices=er.cpu(1), partitioner="none", memory_limit=need, fit_budget=False)
+    got = prog.run({"x": np.eye(8), "w": np.arange(64.0).reshape(8, 8)})
+    np.testing.assert_array_equal(got[0], np.arange(64.0).reshape(8, 8))
+    with pytest.raises(
+        er.MemoryBudgetError, match=rf"apply task t\d+ of graph node .*needs {need} bytes"
+    ):
+        er.compile(
+            y, devices=er.cpu(1), partitioner="none", memory_limit=need - 1, fit_budget=False
+        )
+    # with splitting (the default) the same budget, and far less, works
+    small = er.compile(y, devices=er.cpu(1), partitioner="none", memory_limit=need // 4)
+    got = small.run({"x": np.eye(8), "w": np.arange(64.0).reshape(8, 8)})
+    np.testing.assert_array_equal(got[0], np.arange(64.0).reshape(8, 8))
+    assert small.report.peak_bytes[0] <= need // 4
+
+
+# --- fit_to_budget --------------------------------------------------------------------------
+
+
+def test_fit_to_budget_splits_below_the_unsplit_working_set() -> None:
+    w = get_workload("llama_block", size="tiny", mode="train", dtype="float64")
+    g = w.graph()
+    dec = get_partitioner("eindecomp")(g, 2)
+    ws = task_working_sets(build_tasks(g, dec))
+    budget = max(ws) // 5
+    fitted = fit_to_budget(g, dec, 2, budget)
+    tg = build_tasks(g, fitted)
+    assert max(task_working_sets(tg)) <= budget
+    assert len(tg.tasks) > len(build_tasks(g, dec).tasks)
+    assert sum(p.nblocks for p in fitted.values()) > sum(p.nblocks for p in dec.values())
+    assert fit_to_budget(g, dec, 2, None) == dec
+    with pytest.raises(er.MemoryBudgetError, match="finest split"):
+        fit_to_budget(g, dec, 2, 8)
+
+
+def test_fit_to_budget_keeps_user_split_points() -> None:
+    x = er.input("x", (10, 6), "float64")
+    y = er.exp(x)
+    g = er.build_graph([y])
+    node = next(n for n in g.nodes if n.op == "einsum")
+    from einrel.decompose.partition import PartDim
+
+    dec = {n.id: Partition.whole(n.shape) for n in g.nodes}
+    dec[node.id] = Partition((PartDim((0, 3, 10)), PartDim((0, 6))))
+    fitted = fit_to_budget(g, dec, 1, 400)  # the block [3, 10) x 6 needs 2 x 336 B
+    assert set(fitted[node.id].dims[0].bounds) > {0, 3, 10}
+    assert max(task_working_sets(build_tasks(g, fitted))) <= 400
+
+
+# --- compile with a memory limit on the workloads -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "ndev"),
+    [
+        ("ffnn_train", {"size": "small"}, 2),
+        ("llama_block", {"size": "tiny", "mode": "train"}, 3),
+        ("matmul_chain", {}, 2),
+    ],
+)
+def test_compile_with_memory_limit_equals_evaluate(name: str, options: dict, ndev: int) -> None:
+    w = get_workload(name, dtype="float64", **options)
+    feeds = w.make_feeds(0)
+    want = er.evaluate(w.outputs, feeds)
+    free = er.compile(w.outputs, devices=er.cpu(ndev))
+    peak = max(plan_memory(free.plan.tasks, None).stats.peak_bytes)
+    for frac, priority in [(0.5, "critical-path"), (0.15, "given"), (0.15, "fixed")]:
+        prog = er.compile(
+            w.outputs,
+            devices=er.cpu(ndev, memory=int(peak * frac)),
+            priority=priority,
+            transfer_bandwidth="500MB/s",
+            jitter=0.3,
+            engine_options={"seed": 0},
+        )
+        got = prog.run(feeds)
+        for a, b in zip(got, want, strict=True):
+            assert max_rel_error(a, b) < 1e-12
+        rep = prog.report
+        assert set(rep.peak_bytes) == set(range(ndev))
+        assert max(rep.peak_bytes.values()) <= int(peak * frac)
+        assert rep.bytes_offloaded == sum(prog.plan.memgraph.stats.evicted_bytes)
+
+
+def test_memory_limit_string_and_report() -> None:
+    w = get_workload("ffnn_train", size="tiny", dtype="float64")
+    feeds = w.make_feeds(1)
+    prog = er.compile(w.outputs, devices=er.cpu(2), memory_limit="1KiB")
+    got = prog.run(feeds, trace=None)
+    for a, b in zip(got, er.evaluate(w.outputs, feeds)):
+        close(a, b)
+    assert prog.plan.memgraph.budgets == (1024, 1024)
+    assert all(v <= 1024 for v in prog.report.peak_bytes.values())
+    assert "offloaded" in str(prog.report)
+
+
+def test_trace_of_a_memory_run(tmp_path) -> None:
+    import json
+
+    w = get_workload("matmul_chain", dtype="float64")
+    prog = er.compile(w.outputs, devices=er.cpu(2, memory=4096), transfer_bandwidth="100MB/s")
+    prog.run(w.make_feeds(0), trace=str(tmp_path / "t.json"))
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    cats = {e.get("cat") for e in events}
+    assert {"evict", "load", "compute"} <= cats
+
+
+def test_engine_options_need_a_budget_on_cpu() -> None:
+    x = er.input("x", (4,), "float64")
+    with pytest.raises(er.CompileError, match="memory engine"):
+        er.compile(er.relu(x), devices=er.cpu(1), transfer_bandwidth="4GB/s")
+
+
+# --- transfers ------------------------------------------------------------------------------
+
+
+def test_parse_bandwidth() -> None:
+    assert parse_bandwidth("4GB/s") == 4e9
+    assert parse_bandwidth("2 GiB/s") == 2 * 2**30
+    assert parse_bandwidth(" 500MB ") == 5e8
+    assert parse_bandwidth(1e6) == 1e6
+    assert parse_bandwidth(None) is None
+    for bad in ("fast", "4 GB/h", -1, 0, True):
+        with pytest.raises(er.CompileError):
+            parse_bandwidth(bad)
+    with pytest.raises(er.CompileError, match="jitter"):
+        MemEngine(1, jitter=1.5)
+    with pytest.raises(er.CompileError, match="priority"):
+        MemEngine(1, priority="sideways")
+
+
+def test_link_throttles_with_jitter() -> None:
+    slept: list[float] = []
+    link = Link(1e6, jitter=0.3, seed=0, sleep=slept.append)
+    for _ in range(50):
+        link.transfer(lambda: None, 1000)
+    assert all(1e-3 / 1.3 - 1e-4 <= s <= 1e-3 / 0.7 for s in slept)
+    assert max(slept) - min(slept) > 2e-4  # the jitter really varies
+    assert link.nbytes == 50_000
