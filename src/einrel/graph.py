@@ -31,7 +31,9 @@ def check_dtype(dtype: Any, where: str) -> str:
 
             name = np.dtype(dtype).name
         except TypeError:
-            name = str(dtype)
+            name = None
+    if name is None and dtype is not None:
+        name = str(dtype)  # torch dtypes print as "torch.float32"
     name = str(name).replace("torch.", "")
     if name not in DTYPES:
         raise ShapeError(f"{where}: unsupported dtype {dtype!r}; expected one of {DTYPES}")
