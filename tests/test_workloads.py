@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -12,7 +10,6 @@ import numpy as np
 import pytest
 
 import einrel as er
-from einrel import demo as demo_mod
 from einrel.workloads import SIZES, WORKLOADS, Workload, get_workload, max_rel_error, node_kinds
 
 CASES: list[tuple[str, dict[str, Any]]] = [
@@ -145,24 +142,3 @@ def test_bad_arguments() -> None:
         get_workload("ffnn_train", loss="hinge")
     with pytest.raises(er.EinrelError, match="dtype"):
         get_workload("matmul_chain", dtype="int8")
-
-
-def test_demo_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
-    from einrel.cli import app
-
-    monkeypatch.setitem(demo_mod.TOLERANCE, "float32", 0.0)
-    res = CliRunner().invoke(app, ["demo", "--size", "tiny", "--dtype", "float32"])
-    assert res.exit_code == 1, res.output
-    assert "FAIL" in res.output
-
-
-def test_demo_command_passes() -> None:
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "einrel", "demo"], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "PASS" in proc.stdout
-    assert time.perf_counter() - t0 < 20

@@ -1,14 +1,23 @@
-"""`einrel demo`: one LLaMA-block training step, checked end to end against torch.autograd.
+"""`einrel demo`: the whole pipeline on one LLaMA-block training step.
 
-It builds the block's forward pass, MSE loss, every weight's gradient and an SGD update as one
-einrel graph, runs it with the reference interpreter and compares each output with the same step
-written in plain torch. A failing comparison makes the command exit non-zero.
+The step (forward, MSE loss, every weight's gradient, an SGD update) is built as one einrel graph,
+decomposed by EinDecomp for `er.cpu(4)`, placed, and run on the local engine. Every output is
+checked against the reference interpreter (`er.evaluate`, whole tensors, no decomposition); the
+plan is explained; the run's Chrome trace and Gantt chart are written; and the step is timed next
+to the same step in plain torch (autograd) in one process. A wrong result exits non-zero.
+
+The float64 gradient check against torch.autograd (`run_demo`, `einrel demo --check-grads`) runs
+as part of the demo at size "small", through the same compiled pipeline.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -17,12 +26,40 @@ from rich.table import Table
 from .reference import evaluate
 from .workloads import Workload, llama_block, max_rel_error, node_kinds
 
+# Gradient check against torch.autograd: different kernels, different summation orders.
 TOLERANCE = {"float64": 1e-8, "float32": 1e-3}
+
+# The pipeline check compares einrel with its own reference interpreter: the same kernels on
+# blocks instead of whole tensors, so results differ only where a sum is split (partial sums
+# aggregated in another order) or BLAS blocks it differently. The rounding error of a sum of K
+# terms grows like sqrt(K) * eps; the tolerance allows SUM_ERROR_FACTOR times that for the
+# longest sum in the graph (4096 terms at the demo size: 3e-5 in float32, 6e-14 in float64).
+SUM_ERROR_FACTOR = 4.0
+
+# Named demo shapes: a llama_block size with the batch and sequence the demo uses.
+SIZES: dict[str, tuple[str, int | None, int | None]] = {
+    "tiny": ("tiny", None, None),
+    "small": ("small", None, None),
+    "medium": ("medium", None, None),
+    "demo": ("medium", 8, 512),
+}
+
+
+def pipeline_tolerance(wl: Workload, dtype: str) -> tuple[float, int]:
+    """(tolerance, K): `SUM_ERROR_FACTOR * sqrt(K) * eps(dtype)`, K the longest sum."""
+    graph = wl.graph()
+    k = 1
+    for n in graph.nodes:
+        if n.op == "einsum" and n.einsum.agg is not None:
+            size = n.einsum.size
+            k = max(k, math.prod(size[lab] for lab in n.einsum.agg_labels))
+    eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
+    return SUM_ERROR_FACTOR * math.sqrt(k) * eps, k
 
 
 @dataclass
 class DemoResult:
-    """What the demo measured: errors per output name, (einrel, torch) loss, timings in s."""
+    """The gradient check: errors per output name, (einrel, torch) loss, timings in s."""
 
     workload: Workload
     errors: dict[str, float]
@@ -41,8 +78,16 @@ class DemoResult:
         return all(np.isfinite(e) and e <= self.tolerance for e in self.errors.values())
 
 
-def run_demo(size: str = "small", dtype: str = "float64", seed: int = 0) -> DemoResult:
-    """Build, evaluate and check the training step; print nothing."""
+def run_demo(
+    size: str = "small", dtype: str = "float64", seed: int = 0, devices: int | None = None
+) -> DemoResult:
+    """The gradient check: one training step against torch.autograd; print nothing.
+
+    `devices=None` uses the reference interpreter, an int the compiled pipeline on
+    `er.cpu(devices)`."""
+    from . import compile as er_compile
+    from .devices import cpu
+
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     wl = llama_block(size, dtype, mode="train", with_grads=True)
@@ -50,7 +95,12 @@ def run_demo(size: str = "small", dtype: str = "float64", seed: int = 0) -> Demo
     timings["build"] = time.perf_counter() - t0
     feeds = wl.make_feeds(seed)
     t0 = time.perf_counter()
-    got = evaluate(wl.outputs, feeds)
+    if devices is None:
+        got = evaluate(wl.outputs, feeds)
+    else:
+        prog = er_compile(wl.outputs, devices=cpu(devices))
+        got = prog.run(feeds)
+        prog.close()
     timings["einrel"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     want = wl.torch_reference(feeds)
@@ -66,15 +116,21 @@ def _fmt(err: float, tol: float) -> str:
     return f"[{style}]{err:.1e}[/]"
 
 
-def print_demo(res: DemoResult, console: Console | None = None) -> None:
-    """A short summary: the graph, the cost, the error of every output and the verdict."""
+def _shape_line(wl: Workload) -> str:
+    z = wl.meta["shape"]
+    return (
+        f"batch {z.batch}, seq {z.seq}, d {z.d}, {z.heads} heads × {z.head_dim}, "
+        f"hidden {z.hidden}, {wl.meta['dtype']}"
+    )
+
+
+def print_demo(res: DemoResult, console: Console | None = None, where: str = "") -> None:
+    """The gradient check: the graph, the error of every output and the verdict."""
     console = console or Console()
     wl, tol = res.workload, res.tolerance
-    z = wl.meta["shape"]
     console.print(
-        f"[bold]einrel demo[/]: LLaMA block training step, size [cyan]{wl.meta['size']}[/] "
-        f"(batch {z.batch}, seq {z.seq}, d {z.d}, {z.heads} heads × {z.head_dim}, "
-        f"hidden {z.hidden}), {wl.meta['dtype']}"
+        f"[bold]gradient check[/]{where}: LLaMA block training step, size "
+        f"[cyan]{wl.meta['size']}[/] ({_shape_line(wl)}) against torch.autograd"
     )
     console.print(
         "graph: "
@@ -84,7 +140,7 @@ def print_demo(res: DemoResult, console: Console | None = None) -> None:
     t = res.timings
     console.print(
         f"flops {wl.flops / 1e6:.1f} M   build {t['build'] * 1e3:.0f} ms   "
-        f"einrel reference {t['einrel'] * 1e3:.0f} ms   torch {t['torch'] * 1e3:.0f} ms"
+        f"einrel {t['einrel'] * 1e3:.0f} ms   torch {t['torch'] * 1e3:.0f} ms"
     )
     table = Table(title=f"max relative error vs torch.autograd (tolerance {tol:g})")
     table.add_column("tensor")
@@ -108,8 +164,180 @@ def print_demo(res: DemoResult, console: Console | None = None) -> None:
     console.print(f"{verdict}  max relative error {res.max_error:.2e} over {n} outputs")
 
 
-def demo(size: str = "small", dtype: str = "float64", seed: int = 0) -> int:
-    """Run and print the demo; return the process exit code (0 on PASS)."""
-    res = run_demo(size, dtype, seed)
-    print_demo(res)
+@dataclass
+class PipelineResult:
+    """What the pipeline demo did: the program, per-output errors against the reference
+    interpreter, the timings (s) and the files written."""
+
+    workload: Workload
+    program: Any
+    errors: dict[str, float]
+    tolerance: float
+    longest_sum: int
+    einrel_s: list[float]
+    torch_s: list[float]
+    timings: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    grads: DemoResult | None = None
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors.values())
+
+    @property
+    def passed(self) -> bool:
+        ok = all(np.isfinite(e) and e <= self.tolerance for e in self.errors.values())
+        return ok and (self.grads is None or self.grads.passed)
+
+    @property
+    def speedup(self) -> float:
+        """Median torch time over median einrel time (> 1: einrel is faster)."""
+        return statistics.median(self.torch_s) / statistics.median(self.einrel_s)
+
+
+def run_pipeline(
+    size: str = "demo",
+    *,
+    devices: int = 4,
+    partitioner: str = "eindecomp",
+    placer: str = "critical-path",
+    dtype: str = "float32",
+    runs: int = 3,
+    trace: str | Path | None = "out/demo_trace.json",
+    seed: int = 0,
+    check_grads: bool = True,
+    console: Console | None = None,
+) -> PipelineResult:
+    """Compile, run, check, explain and time the training step; progress goes to `console`."""
+    from . import compile as er_compile
+    from .devices import cpu
+
+    say = console.print if console is not None else (lambda *a, **k: None)
+    base, batch, seq = SIZES[size]
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    wl = llama_block(base, dtype, mode="train", with_grads=True, batch=batch, seq=seq)
+    feeds = wl.make_feeds(seed)
+    timings["build"] = time.perf_counter() - t0
+    say(
+        f"[bold]einrel demo[/]: LLaMA block training step ({_shape_line(wl)}); "
+        f"{wl.flops / 1e9:.2f} GFLOP; {len(wl.outputs)} outputs (loss, 9 gradients, 9 updated "
+        f"weights)"
+    )
+    prog = er_compile(
+        wl.outputs, devices=cpu(devices), partitioner=partitioner, placer=placer, seed=seed
+    )
+    timings["compile"] = prog.plan.compile_time_s
+    stats = prog.plan.tasks.stats()
+    say(
+        f"compiled for er.cpu({devices}) in {prog.plan.compile_time_s:.2f} s: "
+        f"{len(prog.plan.graph)} nodes -> {stats['tasks']} tasks, "
+        f"{stats['bytes_moved'] / 2**20:.1f} MiB moved between devices "
+        f"(partitioner {partitioner}, placer {placer})"
+    )
+    files: list[Path] = []
+    t0 = time.perf_counter()
+    got = prog.run(feeds, trace=str(trace) if trace is not None else None)
+    timings["first_run"] = time.perf_counter() - t0
+    if trace is not None:
+        files = [Path(trace), Path(str(trace).removesuffix(".json") + ".png")]
+    einrel_s: list[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        prog.run(feeds)
+        einrel_s.append(time.perf_counter() - t0)
+    say(f"einrel runs: {', '.join(f'{t:.3f}' for t in einrel_s)} s")
+    t0 = time.perf_counter()
+    want = evaluate(wl.outputs, feeds)
+    timings["reference"] = time.perf_counter() - t0
+    errors = {n: max_rel_error(a, b) for n, a, b in zip(wl.output_names, got, want)}
+    tol, k = pipeline_tolerance(wl, dtype)
+    torch_s: list[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        wl.torch_reference(feeds)
+        torch_s.append(time.perf_counter() - t0)
+    say(f"torch runs:  {', '.join(f'{t:.3f}' for t in torch_s)} s")
+    grads = run_demo("small", "float64", seed, devices=devices) if check_grads else None
+    return PipelineResult(wl, prog, errors, tol, k, einrel_s, torch_s, timings, files, grads)
+
+
+def print_pipeline(res: PipelineResult, console: Console | None = None) -> None:
+    """The check against the reference interpreter, explain(), the files and the timing."""
+    console = console or Console()
+    tol = res.tolerance
+    console.print(
+        f"check: every output vs the reference interpreter, max |einrel - ref| / max |ref| "
+        f"<= {tol:.1e} = {SUM_ERROR_FACTOR:g}·sqrt(K)·eps, K = {res.longest_sum} the longest "
+        f"sum in the graph"
+    )
+    table = Table(title="relative error")
+    for col in ("output", "shape", "error"):
+        table.add_column(col, justify="right" if col == "error" else "left")
+    for name, t in zip(res.workload.output_names, res.workload.outputs):
+        table.add_row(name, str(t.shape), _fmt(res.errors[name], tol))
+    console.print(table)
+    res.program.explain(console)
+    for f in res.files:
+        console.print(f"wrote {f}")
+    e, t = statistics.median(res.einrel_s), statistics.median(res.torch_s)
+    faster = "faster" if res.speedup >= 1 else "slower"
+    console.print(
+        f"step time (median of {len(res.einrel_s)}): einrel {e:.3f} s on "
+        f"er.cpu({res.program.device_set.n}), torch {t:.3f} s in one process "
+        f"-> einrel is {max(res.speedup, 1 / res.speedup):.2f}x {faster} "
+        f"(speed relative to torch: {res.speedup:.2f})"
+    )
+    if res.grads is not None:
+        print_demo(res.grads, console, where=f" (compiled, er.cpu({res.program.device_set.n}))")
+    verdict = "[bold green]PASS[/]" if res.passed else "[bold red]FAIL[/]"
+    console.print(
+        f"{verdict}  max relative error {res.max_error:.2e} over {len(res.errors)} outputs "
+        f"(tolerance {tol:.1e})"
+    )
+
+
+def demo(
+    size: str = "demo",
+    *,
+    devices: int = 4,
+    partitioner: str = "eindecomp",
+    placer: str = "critical-path",
+    dtype: str = "float32",
+    runs: int = 3,
+    trace: str | None = "out/demo_trace.json",
+    seed: int = 0,
+    check_grads: bool = True,
+) -> int:
+    """Run and print the pipeline demo; return the process exit code (0 on PASS)."""
+    console = Console()
+    res = run_pipeline(
+        size,
+        devices=devices,
+        partitioner=partitioner,
+        placer=placer,
+        dtype=dtype,
+        runs=runs,
+        trace=trace,
+        seed=seed,
+        check_grads=check_grads,
+        console=console,
+    )
+    try:
+        print_pipeline(res, console)
+    finally:
+        res.program.close()
     return 0 if res.passed else 1
+
+
+def grad_check(size: str = "small", dtype: str = "float64", seed: int = 0) -> int:
+    """`einrel demo --check-grads`: the gradient check alone, reference interpreter and the
+    compiled pipeline on er.cpu(2); return the exit code."""
+    console = Console()
+    ok = True
+    for devices in (None, 2):
+        res = run_demo(size, dtype, seed, devices=devices)
+        where = " (reference interpreter)" if devices is None else f" (compiled, er.cpu({devices}))"
+        print_demo(res, console, where=where)
+        ok = ok and res.passed
+    return 0 if ok else 1

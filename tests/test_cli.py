@@ -1,0 +1,155 @@
+"""The command line: demo (pipeline and gradient check), plan and calibrate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from einrel import demo as demo_mod
+from einrel.cli import app
+from einrel.runtime import CostModel
+
+runner = CliRunner(env={"COLUMNS": "200"})  # rich wraps at 80 columns otherwise
+
+
+def test_demo_pipeline_passes_and_writes_its_files(tmp_path: Path) -> None:
+    trace = tmp_path / "out" / "demo_trace.json"
+    res = runner.invoke(
+        app, ["demo", "--size", "tiny", "--devices", "2", "--runs", "1", "--trace", str(trace)]
+    )
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "PASS" in out and "FAIL" not in out
+    assert "vs the reference interpreter" in out and "vs torch.autograd" in out
+    assert "partitions (eindecomp)" in out  # explain()
+    assert "speed relative to torch" in out
+    assert json.loads(trace.read_text())["traceEvents"]
+    assert trace.with_suffix(".png").stat().st_size > 0
+
+
+def test_demo_fails_loudly_on_a_wrong_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_mod, "SUM_ERROR_FACTOR", 0.0)
+    res = runner.invoke(app, ["demo", "--size", "tiny", "--runs", "1", "--trace", ""])
+    assert res.exit_code == 1, res.output
+    assert "FAIL" in res.output
+
+
+def test_demo_other_partitioner_placer_and_dtype(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "demo",
+            "--size",
+            "tiny",
+            "--devices",
+            "3",
+            "--partitioner",
+            "largest-dim",
+            "--placer",
+            "heft",
+            "--dtype",
+            "float64",
+            "--runs",
+            "1",
+            "--trace",
+            str(tmp_path / "t.json"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "partitions (largest-dim)" in res.output
+
+
+def test_demo_check_grads() -> None:
+    res = runner.invoke(app, ["demo", "--check-grads", "--size", "tiny"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("PASS") == 2  # reference interpreter and compiled pipeline
+    assert "float64" in res.output
+
+
+def test_demo_gradient_check_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(demo_mod.TOLERANCE, "float32", 0.0)
+    res = runner.invoke(app, ["demo", "--check-grads", "--size", "tiny", "--dtype", "float32"])
+    assert res.exit_code == 1, res.output
+    assert "FAIL" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["--size", "huge"], "--size"),
+        (["--dtype", "int8"], "--dtype"),
+        (["--devices", "0"], "--devices"),
+        (["--partitioner", "nope"], "--partitioner"),
+        (["--placer", "nope"], "--placer"),
+    ],
+)
+def test_demo_bad_options(args: list[str], hint: str) -> None:
+    res = runner.invoke(app, ["demo", *args])
+    assert res.exit_code == 2
+    assert hint in res.output
+
+
+def test_python_m_einrel_demo(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "einrel", "demo", "--size", "tiny", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS" in proc.stdout
+    assert (tmp_path / "out" / "demo_trace.json").is_file()
+    assert (tmp_path / "out" / "demo_trace.png").is_file()
+    assert time.perf_counter() - t0 < 60
+
+
+@pytest.mark.parametrize("workload", ["matmul_chain", "ffnn_train", "llama_block"])
+def test_plan_prints_plan_and_explain(workload: str) -> None:
+    res = runner.invoke(
+        app, ["plan", workload, "--devices", "3", "--size", "tiny", "--placer", "heft"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "plan:" in res.output and "on 3 device(s)" in res.output
+    assert "partitions (eindecomp)" in res.output and "simulated makespan" in res.output
+    assert "measured" not in res.output  # nothing ran
+
+
+def test_plan_options_and_errors() -> None:
+    res = runner.invoke(
+        app,
+        ["plan", "llama_block", "--size", "tiny", "--mode", "train", "--partitioner", "none"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "partitioner=none" in res.output
+    for args, hint in [
+        (["resnet"], "WORKLOAD"),
+        (["ffnn_train", "--size", "huge"], "--size"),
+        (["ffnn_train", "--devices", "0"], "--devices"),
+        (["ffnn_train", "--partitioner", "nope"], "--partitioner"),
+        (["ffnn_train", "--placer", "nope"], "--placer"),
+    ]:
+        res = runner.invoke(app, ["plan", *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert hint in res.output
+    res = runner.invoke(app, ["plan", "llama_block", "--size", "tiny", "--mode", "serve"])
+    assert res.exit_code == 2 and "mode" in res.output
+
+
+def test_calibrate_writes_a_cost_model(tmp_path: Path) -> None:
+    path = tmp_path / "cal" / "calibration.json"
+    res = runner.invoke(app, ["calibrate", "--ndev", "2", "--path", str(path)])
+    assert res.exit_code == 0, res.output
+    assert f"saved to {path}" in res.output
+    cm = CostModel.load(path)
+    assert cm.ndev == 2 and cm.contraction_flops_per_s > 0
+    assert "contraction_flops_per_s" in res.output
+    res = runner.invoke(app, ["calibrate", "--ndev", "0", "--path", str(path)])
+    assert res.exit_code == 2
