@@ -1,0 +1,229 @@
+"""`er.compile` end to end: every partitioner and placer on the three workloads agrees with the
+reference interpreter; the report, explain(), traces and simulate() work; bad input fails at
+compile time with an EinrelError; a kernel failing inside a worker fails the run cleanly."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+import einrel as er
+from einrel import kernels
+from einrel.decompose.partition import Partition
+from einrel.decompose.registry import PARTITIONERS
+from einrel.workloads import get_workload
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "matmul_chain": {},
+    "ffnn_train": {"with_grads": True},
+    "llama_block": {"mode": "train", "with_grads": True},
+}
+PLACERS = ("round-robin", "eindecomp-greedy", "critical-path", "heft")
+DEVICES = (1, 2, 3, 4)
+RTOL = 1e-10
+
+_cache: dict[str, tuple[Any, dict[str, Any], list[np.ndarray]]] = {}
+
+
+def workload(name: str) -> tuple[Any, dict[str, Any], list[np.ndarray]]:
+    """The tiny float64 workload, its feeds and the reference interpreter's outputs."""
+    if name not in _cache:
+        wl = get_workload(name, "tiny", "float64", **WORKLOADS[name])
+        feeds = wl.make_feeds(0)
+        _cache[name] = (wl, feeds, er.evaluate(wl.outputs, feeds))
+    return _cache[name]
+
+
+def partitioner_options(name: str, wl: Any) -> dict[str, Any]:
+    """The chunks partitioner needs chunks: split the first input's leading dim in two."""
+    if name != "chunks":
+        return {}
+    first = wl.graph().inputs[0]
+    return {"chunks": {first.name: {0: max(1, first.shape[0] // 2)}}}
+
+
+def assert_matches(got: list[np.ndarray], want: list[np.ndarray], names: list[str]) -> None:
+    assert len(got) == len(want)
+    for name, a, b in zip(names, got, want):
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        scale = float(np.max(np.abs(b))) if b.size else 1.0
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=RTOL * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("placer", PLACERS)
+@pytest.mark.parametrize("partitioner", list(PARTITIONERS))
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_compiled_programs_match_the_reference(name: str, partitioner: str, placer: str) -> None:
+    wl, feeds, want = workload(name)
+    for ndev in DEVICES:
+        prog = er.compile(
+            wl.outputs,
+            devices=er.cpu(ndev),
+            partitioner=partitioner,
+            placer=placer,
+            **partitioner_options(partitioner, wl),
+        )
+        try:
+            assert prog.plan.tasks.ndev == ndev
+            assert prog.plan.partitioner == partitioner and prog.plan.placer == placer
+            assert all(0 <= d < ndev for d in prog.plan.devices.values())
+            got = prog.run(feeds)
+            assert_matches(got, want, wl.output_names)
+            rep = prog.report
+            assert rep.wall_time_s > 0
+            assert set(rep.peak_bytes) <= set(range(ndev)) and max(rep.peak_bytes.values()) > 0
+            assert rep.bytes_moved == prog.plan.tasks.stats()["bytes_moved"]
+            assert rep.bytes_offloaded == 0
+            assert prog.simulate() > 0
+        finally:
+            prog.close()
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_report_explain_trace_and_simulate(name: str, tmp_path: Any) -> None:
+    wl, feeds, want = workload(name)
+    prog = er.compile(wl.outputs, devices=er.cpu(3))
+    assert prog.report.wall_time_s == 0  # nothing ran yet
+    buf = io.StringIO()
+    prog.explain(Console(file=buf, width=200))  # explain before any run: the plan alone
+    assert "partitions" in buf.getvalue() and "simulated makespan" in buf.getvalue()
+    trace = tmp_path / "sub" / "trace.json"
+    got = prog.run(feeds, trace=str(trace))
+    assert_matches(got, want, wl.output_names)
+    doc = json.loads(trace.read_text())
+    spans = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert len(spans) == len(prog.plan.tasks.tasks)
+    assert {e["pid"] for e in spans} <= set(range(3))
+    png = tmp_path / "sub" / "trace.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rep = prog.report
+    assert len(rep.events) == len(prog.plan.tasks.tasks)
+    assert rep.busy_s and all(v >= 0 for v in rep.busy_s.values())
+    assert "run:" in str(rep) and "plan:" in str(prog.plan)
+    buf = io.StringIO()
+    prog.explain(Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert "measured" in text and "bytes moved between devices" in text
+    for n in prog.plan.graph.nodes:
+        assert n.name in text
+    plan = prog.plan
+    assert set(plan.partitions) == {n.name for n in plan.graph.nodes}
+    assert plan.cost >= 0 and plan.compile_time_s > 0
+    assert 0 < prog.simulate() < 60
+    # a second run gives the same numbers and a fresh report
+    again = prog.run(feeds)
+    assert_matches(again, got, wl.output_names)
+    assert prog.report.events == []  # not traced this time
+    prog.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: a clear EinrelError at compile time
+# ---------------------------------------------------------------------------------------------
+
+
+def small_graph() -> tuple[er.Tensor, dict[str, np.ndarray]]:
+    x = er.input("x", (12, 8), "float64")
+    w = er.input("w", (8, 6), "float64")
+    y = er.relu(x @ w).sum(1)
+    rng = np.random.default_rng(0)
+    return y, {"x": rng.standard_normal((12, 8)), "w": rng.standard_normal((8, 6))}
+
+
+def test_partitions_that_do_not_fit_a_shape() -> None:
+    y, _ = small_graph()
+    with pytest.raises(er.CompileError, match=r"does not fit") as info:
+        er.compile(y, devices=er.cpu(2), fixed={"x": Partition.even((3, 3), (1, 1))})
+    assert "x" in str(info.value)
+    with pytest.raises(er.CompileError, match=r"add up to 12"):
+        er.compile(y, devices=er.cpu(2), chunks={"x": {0: (5, 5)}})
+    with pytest.raises(er.CompileError, match=r"block size must be >= 1"):
+        er.compile(y, devices=er.cpu(2), chunks={"x": 0})
+    with pytest.raises(er.CompileError, match=r"cannot cut a dimension of size 8 into 9"):
+        Partition.even((12, 8), (1, 9))
+
+
+@pytest.mark.parametrize("bad", [0, -1, -4])
+def test_device_counts_below_one(bad: int) -> None:
+    y, _ = small_graph()
+    with pytest.raises(er.CompileError, match=r"device count must be an int >= 1"):
+        er.compile(y, devices=er.cpu(bad))
+    with pytest.raises(er.CompileError, match=r"devices must be"):
+        er.compile(y, devices=bad)  # type: ignore[arg-type]
+
+
+def test_unknown_partitioner_and_placer_names() -> None:
+    y, _ = small_graph()
+    with pytest.raises(er.CompileError, match=r"unknown partitioner 'eindecmop'.*eindecomp"):
+        er.compile(y, devices=er.cpu(2), partitioner="eindecmop")
+    with pytest.raises(er.CompileError, match=r"unknown placer 'critcal-path'.*critical-path"):
+        er.compile(y, devices=er.cpu(2), placer="critcal-path")
+    with pytest.raises(er.CompileError, match=r"has no option"):
+        er.compile(y, devices=er.cpu(2), partitioner="data-parallel", sweeps=2)
+    assert issubclass(er.CompileError, er.EinrelError)
+
+
+# ---------------------------------------------------------------------------------------------
+# A kernel failing inside a worker
+# ---------------------------------------------------------------------------------------------
+
+
+def run_with_deadline(fn: Callable[[], Any], seconds: float) -> Any:
+    """Run fn in a thread; fail instead of hanging the suite if it never returns."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(seconds)
+    assert not th.is_alive(), f"run did not return within {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@pytest.mark.parametrize("ndev", [1, 2, 4])
+def test_failing_kernel_fails_the_run_and_the_program_runs_again(
+    ndev: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    y, feeds = small_graph()
+    prog = er.compile(y, devices=er.cpu(ndev), partitioner="largest-dim", placer="round-robin")
+    want = er.evaluate([y], feeds)
+    relu_tasks = [t for t in prog.plan.tasks.tasks if t.kind == "apply" and "max(" in str(t.op)]
+    assert relu_tasks, "the graph has a relu block"
+    node = prog.plan.graph[relu_tasks[0].node].name
+    real = kernels.einsum
+
+    def failing(op: Any, arrays: Any, variables: Any, dtype: str) -> np.ndarray:
+        if "max(" in str(op):
+            raise FloatingPointError("injected failure in the relu kernel")
+        return real(op, arrays, variables, dtype)
+
+    threads = threading.active_count()
+    monkeypatch.setattr(kernels, "einsum", failing)
+    with pytest.raises(er.EinrelError) as info:
+        run_with_deadline(lambda: prog.run(feeds), 20)
+    msg = str(info.value)
+    assert isinstance(info.value, er.ExecutionError)
+    assert f"of node {node} " in msg and "(apply)" in msg
+    assert any(f"task t{t.id} " in msg for t in relu_tasks)
+    assert "injected failure in the relu kernel" in msg
+    assert isinstance(info.value.__cause__, FloatingPointError)
+    assert threading.active_count() == threads  # every worker stopped
+    monkeypatch.setattr(kernels, "einsum", real)
+    got = run_with_deadline(lambda: prog.run(feeds), 20)
+    np.testing.assert_allclose(got[0], want[0], rtol=RTOL)
+    assert threading.active_count() == threads
+    prog.close()
