@@ -1,0 +1,165 @@
+"""What the side-by-side benchmarks share: interleaved timing, the machine's sgemm peak, the
+machine description (load average included) and JSON / PNG output under benchmarks/results/.
+
+Timing is interleaved: every system runs once per round, rounds repeat, and each system's median
+is reported next to its minimum and maximum. Other jobs on the machine then slow every system
+alike instead of whichever happened to run during a burst.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cores() -> int:
+    from einrel.runtime.costmodel import cores as einrel_cores
+
+    return einrel_cores()
+
+
+def load_avg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on Unix
+        return []
+
+
+def blas_info() -> list[dict[str, Any]]:
+    from threadpoolctl import threadpool_info
+
+    keep = ("user_api", "internal_api", "version", "architecture", "num_threads")
+    return [{k: d.get(k) for k in keep} for d in threadpool_info()]
+
+
+def machine(threads: int) -> dict[str, Any]:
+    """Everything a reader needs to judge the numbers, taken when the run starts."""
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": cores(),
+        "threads": threads,
+        "blas": blas_info(),
+        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
+        "load_avg_start": load_avg(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def warn_env() -> None:
+    """The benchmarks must run without the OpenBLAS overrides the test environment sets."""
+    set_ = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if os.environ.get(k)]
+    if set_:
+        print(
+            f"warning: {', '.join(set_)} set; run as "
+            "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python ...`",
+            file=sys.stderr,
+        )
+
+
+def interleaved(
+    fns: Mapping[str, Callable[[], Any]], runs: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call for each system; one call of each per round, `runs` rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times: list[float]) -> dict[str, Any]:
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "runs_s": times,
+    }
+
+
+def sgemm_peak(threads: int, n: int = 4096, runs: int = 5) -> dict[str, Any]:
+    """GFLOP/s of one big float32 np.matmul (n x n x n) with `threads` BLAS threads."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        times = interleaved({"sgemm": lambda: np.matmul(a, b, out=out)}, runs)["sgemm"]
+    flops = 2.0 * n**3
+    return {
+        "n": n,
+        "threads": threads,
+        "median_gflops": flops / statistics.median(times) / 1e9,
+        "best_gflops": flops / min(times) / 1e9,
+        **summary(times),
+    }
+
+
+def max_rel_error(got: Any, want: Any) -> float:
+    from einrel.workloads import max_rel_error as mre
+
+    return mre(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64))
+
+
+def write(name: str, doc: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    doc.setdefault("machine", {})["load_avg_end"] = load_avg()
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    return path
+
+
+def bar_plot(
+    path: Path,
+    title: str,
+    rows: list[tuple[str, float, float, float]],
+    ylabel: str,
+    hline: tuple[float, str] | None = None,
+    highlight: str = "einrel",
+) -> None:
+    """Bars of (label, median, min, max) with min-max whiskers; optional reference line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(rows))
+    med = np.array([r[1] for r in rows])
+    lo = med - np.array([r[2] for r in rows])
+    hi = np.array([r[3] for r in rows]) - med
+    colors = ["#1f77b4" if r[0].startswith(highlight) else "#9e9e9e" for r in rows]
+    ax.bar(x, med, 0.6, color=colors, yerr=np.vstack([lo, hi]), capsize=4)
+    for i, m in enumerate(med):
+        ax.text(i + 0.32, m, f"{m:.3g}", ha="left", va="center", fontsize="small")
+    if hline is not None:
+        ax.axhline(hline[0], color="#d62728", lw=1.0, ls="--")
+        ax.text(len(rows) - 0.5, hline[0], hline[1], color="#d62728", ha="right", va="bottom")
+    ax.set_xticks(x)
+    ax.set_xticklabels([r[0] for r in rows], fontsize="small")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
