@@ -50,7 +50,7 @@ from einrel.runtime.transfer import Link
 from einrel.workloads import max_rel_error
 from einrel.workloads.base import train_outputs
 from einrel.workloads.llama import SIZES, WEIGHTS, LlamaSize, block, weight_shapes
-from offload import Mover, layerwise_step, llama_layers
+from offload import Mover, layerwise_saved_step, layerwise_step, llama_layers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TIME_LIMIT_S = 240.0
@@ -120,7 +120,7 @@ def torch_unconstrained(feeds: dict[str, Any], dev: torch.device) -> tuple[float
 
 
 def torch_layerwise(
-    feeds: dict[str, Any], dev: torch.device, mover: Mover
+    feeds: dict[str, Any], dev: torch.device, mover: Mover, variant: str
 ) -> tuple[float, list[np.ndarray]]:
     pin = dev.type == "cuda"
     weights = {k: torch.from_numpy(np.ascontiguousarray(feeds[k])) for k in WEIGHTS}
@@ -131,7 +131,8 @@ def torch_layerwise(
         x, tgt = x.pin_memory(), tgt.pin_memory()
     sync(dev)
     t0 = time.perf_counter()
-    loss, new = layerwise_step(llama_layers(), weights, x, tgt, float(feeds["lr"]), mover)
+    step = layerwise_step if variant == "recompute" else layerwise_saved_step
+    loss, new = step(llama_layers(), weights, x, tgt, float(feeds["lr"]), mover)
     sync(dev)
     wall = time.perf_counter() - t0
     return wall, [np.array(loss), *(new[k].numpy() for k in WEIGHTS)]
@@ -189,24 +190,26 @@ def main(argv: list[str] | None = None) -> None:
     t_free = {**summary(ts), "peak_bytes": peak(dev)}
     print(f"torch unconstrained: {t_free['median_s']:.4f}s peak {t_free['peak_bytes']}", flush=True)
 
-    # torch, layer-wise offload
+    # torch, layer-wise offload, both ways users write it
+    t_lw: dict[str, Any] = {}
+    for variant in ("recompute", "saved"):
+        reset_peak(dev)
+        mover = Mover(str(dev), Link(None))
+        torch_layerwise(feeds, dev, mover, variant)
+        ts, errs = [], []
+        for _ in range(repeats):
+            wall, got = torch_layerwise(feeds, dev, mover, variant)
+            ts.append(wall)
+            errs.append(err_vs(got, want))
+            if over_time():
+                break
+        moved = (mover.h2d_bytes + mover.d2h_bytes) // (len(ts) + 1)
+        t_lw[variant] = {**summary(ts), "peak_bytes": peak(dev), "bytes_transferred": moved}
+        t_lw[variant]["max_rel_error_vs_torch"] = max(errs)
+        print(f"torch layer-wise ({variant}): {t_lw[variant]['median_s']:.4f}s", flush=True)
+        del mover
     reset_peak(dev)
-    mover = Mover(str(dev), Link(None))
-    torch_layerwise(feeds, dev, mover)
-    ts, errs = [], []
-    for _ in range(repeats):
-        wall, got = torch_layerwise(feeds, dev, mover)
-        ts.append(wall)
-        errs.append(err_vs(got, want))
-        if over_time():
-            break
-    moved = (mover.h2d_bytes + mover.d2h_bytes) // (len(ts) + 1)
-    t_lw = {**summary(ts), "peak_bytes": peak(dev), "bytes_transferred": moved}
-    t_lw["max_rel_error_vs_torch"] = max(errs)
-    t_lw["recomputes_forward"] = True
-    print(f"torch layer-wise: {t_lw['median_s']:.4f}s peak {t_lw['peak_bytes']}", flush=True)
-    del mover
-    reset_peak(dev)
+    best_lw = min(v["median_s"] for v in t_lw.values())
 
     # einrel
     t0 = time.perf_counter()
@@ -281,10 +284,11 @@ def main(argv: list[str] | None = None) -> None:
         "torch_unconstrained": t_free,
         "torch_layerwise": t_lw,
         "einrel_over_torch_unconstrained": round(e_budget["median_s"] / t_free["median_s"], 3),
-        "torch_layerwise_over_einrel": round(t_lw["median_s"] / e_budget["median_s"], 3),
-        "torch_layerwise_within_budget": (t_lw["peak_bytes"] or 0) <= budget
-        if dev.type == "cuda"
-        else None,
+        "torch_layerwise_over_einrel": round(best_lw / e_budget["median_s"], 3),
+        "torch_layerwise_within_budget": {
+            v: (r["peak_bytes"] <= budget if r["peak_bytes"] is not None else None)
+            for v, r in t_lw.items()
+        },
         "einrel_compile_s": round(time.perf_counter() - t0, 2),
         "torch": torch.__version__,
         "loadavg": list(os.getloadavg()),

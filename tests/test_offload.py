@@ -403,3 +403,60 @@ def test_link_throttles_with_jitter() -> None:
     assert all(1e-3 / 1.3 - 1e-4 <= s <= 1e-3 / 0.7 for s in slept)
     assert max(slept) - min(slept) > 2e-4  # the jitter really varies
     assert link.nbytes == 50_000
+
+
+# --- planning order, simulated clock, failures ----------------------------------------------
+
+
+def test_depth_first_renumbering_is_an_equivalent_task_graph() -> None:
+    from einrel.runtime.memorder import depth_first_order, reorder
+    from einrel.taskgraph import interpret_tasks
+
+    r = random.Random(21)
+    g = random_graph(r)
+    tg = random_placed(r, g, ndev=2)
+    order = depth_first_order(tg)
+    assert sorted(order) == list(range(len(tg.tasks)))
+    re = reorder(tg, "depth-first")
+    feeds = feeds_for(r, g)
+    for a, b in zip(interpret_tasks(re, feeds), interpret(g, feeds)):
+        close(a, b)
+    assert reorder(tg, "id") is tg
+    with pytest.raises(er.CompileError, match="planning order"):
+        reorder(tg, "sideways")
+
+
+def test_simulated_clock_runs_every_priority_within_budget() -> None:
+    from einrel.runtime.memsim import simulate_memory
+
+    r = random.Random(9)
+    g = random_graph(r)
+    tg = random_placed(r, g, ndev=2)
+    mg = plan_memory(tg, min_budget(tg))
+    n = len(mg.nodes) + len(final_holders(mg))
+    for p in PRIORITIES:
+        res = simulate_memory(mg, p, transfer_bandwidth="1MB/s", jitter=0.3, seed=0)
+        assert res.makespan_s > 0
+        assert all(res.peak_bytes[d] <= b for d, b in enumerate(mg.budgets))
+        assert len(res.order) == n
+    serial = simulate_memory(mg, "serial", transfer_bandwidth="1MB/s")
+    overlapped = simulate_memory(mg, "fixed", transfer_bandwidth="1MB/s")
+    assert overlapped.makespan_s <= serial.makespan_s + 1e-12
+
+
+def test_a_failing_kernel_names_the_memory_node() -> None:
+    from einrel.runtime.memengine import NumpyArenas
+
+    class Broken(NumpyArenas):
+        def compute(self, n, first, inputs, variables, link):
+            if n.kind == "compute" and self.mg.taskgraph.tasks[n.block].kind == "apply":
+                raise FloatingPointError("boom")
+            return super().compute(n, first, inputs, variables, link)
+
+    _, y, feeds = elementwise_graph()
+    prog = er.compile(y, devices=er.cpu(1), memory_limit=64)
+    prog.engine.backend = Broken()
+    with pytest.raises(
+        er.ExecutionError, match=r"memory node n\d+ \(compute of t\d+, apply .*boom"
+    ):
+        prog.run(feeds)

@@ -218,7 +218,9 @@ def compile(
     memgraph = None
     if budget is not None or devs.kind == "gpu":
         from .memplan import plan_memory
+        from .runtime.memorder import reorder
 
+        placed = reorder(placed, "depth-first")  # TURNIP plans in a depth-first order
         memgraph = plan_memory(placed, budget)
     plan = Plan(
         graph,

@@ -17,13 +17,20 @@ from ..taskgraph import Task, TaskGraph
 ORDERS = ("id", "depth-first")
 
 
-def depth_first_order(tg: TaskGraph) -> list[int]:
-    """Task ids in a post-order walk from the graph outputs (then any unreachable tasks)."""
+def depth_first_order(tg: TaskGraph, latest_first: bool = True) -> list[int]:
+    """Task ids in a post-order walk from the graph outputs (then any unreachable tasks).
+
+    With `latest_first` the walk starts from the output block built last: in a training step
+    that is the update of the last layer, so the backward pass finishes each layer (its
+    gradient, then its update) while the layer's weights are still at hand."""
     n = len(tg.tasks)
     seen = [False] * n
     order: list[int] = []
-    roots = [t for row in tg.outputs for t, _ in row]
-    roots += [t.id for t in tg.tasks if not tg.consumers(t.id)]
+    roots = list(dict.fromkeys(t for row in tg.outputs for t, _ in row))
+    outs = set(roots)
+    roots += [t.id for t in tg.tasks if not tg.consumers(t.id) and t.id not in outs]
+    if latest_first:
+        roots.sort(reverse=True)
     for root in roots:
         if seen[root]:
             continue
