@@ -270,5 +270,5 @@ def _engine(
     if devs.kind == "ray":
         from .runtime.ray_engine import RayEngine
 
-        return RayEngine(devs)
+        return RayEngine(devs, priority=priority, cost_model=model, **options)
     raise EinrelError(f"unknown device kind {devs.kind!r}")
