@@ -32,8 +32,9 @@ TOLERANCE = {"float64": 1e-8, "float32": 1e-3}
 # The pipeline check compares einrel with its own reference interpreter: the same kernels on
 # blocks instead of whole tensors, so results differ only where a sum is split (partial sums
 # aggregated in another order) or BLAS blocks it differently. The rounding error of a sum of K
-# terms grows like sqrt(K) * eps; the tolerance allows SUM_ERROR_FACTOR times that for the
-# longest sum in the graph (4096 terms at the demo size: 3e-5 in float32, 6e-14 in float64).
+# terms grows like sqrt(K) * eps; each output may differ by SUM_ERROR_FACTOR times that, K the
+# longest sum it depends on (weight gradients at the demo size: 4096 terms, 3e-5 in float32;
+# the loss: a mean over 1M terms, 5e-4).
 SUM_ERROR_FACTOR = 4.0
 
 # Named demo shapes: a llama_block size with the batch and sequence the demo uses.
@@ -45,16 +46,22 @@ SIZES: dict[str, tuple[str, int | None, int | None]] = {
 }
 
 
-def pipeline_tolerance(wl: Workload, dtype: str) -> tuple[float, int]:
-    """(tolerance, K): `SUM_ERROR_FACTOR * sqrt(K) * eps(dtype)`, K the longest sum."""
+def pipeline_tolerances(wl: Workload, dtype: str) -> dict[str, tuple[float, int]]:
+    """Per output name: (tolerance, K) with tolerance `SUM_ERROR_FACTOR * sqrt(K) * eps`, K the
+    longest sum (terms of one aggregated output element) among the nodes the output depends on."""
     graph = wl.graph()
-    k = 1
-    for n in graph.nodes:
+    longest: dict[int, int] = {}
+    for n in graph.nodes:  # topological order
+        k = max((longest[i] for i in n.inputs), default=1)
         if n.op == "einsum" and n.einsum.agg is not None:
             size = n.einsum.size
             k = max(k, math.prod(size[lab] for lab in n.einsum.agg_labels))
+        longest[n.id] = k
     eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
-    return SUM_ERROR_FACTOR * math.sqrt(k) * eps, k
+    out = {}
+    for name, i in zip(wl.output_names, graph.outputs):
+        out[name] = (SUM_ERROR_FACTOR * math.sqrt(longest[i]) * eps, longest[i])
+    return out
 
 
 @dataclass
@@ -172,8 +179,7 @@ class PipelineResult:
     workload: Workload
     program: Any
     errors: dict[str, float]
-    tolerance: float
-    longest_sum: int
+    tolerances: dict[str, tuple[float, int]]
     einrel_s: list[float]
     torch_s: list[float]
     timings: dict[str, float] = field(default_factory=dict)
@@ -186,7 +192,7 @@ class PipelineResult:
 
     @property
     def passed(self) -> bool:
-        ok = all(np.isfinite(e) and e <= self.tolerance for e in self.errors.values())
+        ok = all(np.isfinite(e) and e <= self.tolerances[k][0] for k, e in self.errors.items())
         return ok and (self.grads is None or self.grads.passed)
 
     @property
@@ -251,7 +257,7 @@ def run_pipeline(
     want = evaluate(wl.outputs, feeds)
     timings["reference"] = time.perf_counter() - t0
     errors = {n: max_rel_error(a, b) for n, a, b in zip(wl.output_names, got, want)}
-    tol, k = pipeline_tolerance(wl, dtype)
+    tols = pipeline_tolerances(wl, dtype)
     torch_s: list[float] = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -259,23 +265,22 @@ def run_pipeline(
         torch_s.append(time.perf_counter() - t0)
     say(f"torch runs:  {', '.join(f'{t:.3f}' for t in torch_s)} s")
     grads = run_demo("small", "float64", seed, devices=devices) if check_grads else None
-    return PipelineResult(wl, prog, errors, tol, k, einrel_s, torch_s, timings, files, grads)
+    return PipelineResult(wl, prog, errors, tols, einrel_s, torch_s, timings, files, grads)
 
 
 def print_pipeline(res: PipelineResult, console: Console | None = None) -> None:
     """The check against the reference interpreter, explain(), the files and the timing."""
     console = console or Console()
-    tol = res.tolerance
     console.print(
-        f"check: every output vs the reference interpreter, max |einrel - ref| / max |ref| "
-        f"<= {tol:.1e} = {SUM_ERROR_FACTOR:g}·sqrt(K)·eps, K = {res.longest_sum} the longest "
-        f"sum in the graph"
+        f"check: every output against the reference interpreter: max |einrel - ref| / max |ref| "
+        f"<= {SUM_ERROR_FACTOR:g}·sqrt(K)·eps, K the longest sum the output depends on"
     )
-    table = Table(title="relative error")
-    for col in ("output", "shape", "error"):
-        table.add_column(col, justify="right" if col == "error" else "left")
+    table = Table(title="relative error vs the reference interpreter")
+    for col in ("output", "shape", "K", "tolerance", "error"):
+        table.add_column(col, justify="left" if col in ("output", "shape") else "right")
     for name, t in zip(res.workload.output_names, res.workload.outputs):
-        table.add_row(name, str(t.shape), _fmt(res.errors[name], tol))
+        tol, k = res.tolerances[name]
+        table.add_row(name, str(t.shape), str(k), f"{tol:.1e}", _fmt(res.errors[name], tol))
     console.print(table)
     res.program.explain(console)
     for f in res.files:
@@ -291,9 +296,15 @@ def print_pipeline(res: PipelineResult, console: Console | None = None) -> None:
     if res.grads is not None:
         print_demo(res.grads, console, where=f" (compiled, er.cpu({res.program.device_set.n}))")
     verdict = "[bold green]PASS[/]" if res.passed else "[bold red]FAIL[/]"
+    worst = max(res.errors, key=lambda k: res.errors[k] / max(res.tolerances[k][0], 1e-300))
     console.print(
-        f"{verdict}  max relative error {res.max_error:.2e} over {len(res.errors)} outputs "
-        f"(tolerance {tol:.1e})"
+        f"{verdict}  {len(res.errors)} outputs within tolerance"
+        if res.passed
+        else f"{verdict}  {worst}: error {res.errors[worst]:.2e} > {res.tolerances[worst][0]:.1e}"
+    )
+    console.print(
+        f"max relative error {res.max_error:.2e}; closest to its tolerance: {worst} "
+        f"({res.errors[worst]:.2e} of {res.tolerances[worst][0]:.1e})"
     )
 
 
