@@ -9,7 +9,8 @@ and one calibrated in this run on this machine for that device count (`calibrate
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
         .venv/bin/python benchmarks/simaccuracy.py [--quick]
 
-Writes benchmarks/results/simaccuracy.json and simaccuracy.png (`--quick`: simaccuracy_quick.*).
+Writes benchmarks/results/simaccuracy.json and simaccuracy.png (`--quick`: simaccuracy_quick.*;
+`--no-fuse`: *_nofuse.*).
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ def main() -> int:
         "rows": rows,
         "geomean_ratio": ratios,
     }
-    stem = "simaccuracy_quick" if args.quick else "simaccuracy"
+    stem = ("simaccuracy_quick" if args.quick else "simaccuracy") + (
+        "_nofuse" if args.no_fuse else ""
+    )
     path = common.write(stem, doc)
     plot(rows, common.RESULTS / f"{stem}.png", runs)
     print(f"wrote {path} and {stem}.png")
