@@ -67,8 +67,11 @@ class CostModel:
             return self.move_seconds(task.nbytes)
         if kind == "apply":
             op = task.op
-            if op.is_contraction and op.agg_labels and op.arity >= 2:
-                work = op.flops() / self.contraction_flops_per_s
+            if op.agg_labels and op.arity >= 2 and _factored(op):
+                # the kernel maps each operand elementwise, then runs one GEMM
+                gemm = 2.0 * math.prod(op.join_shape) / self.contraction_flops_per_s
+                maps = sum(math.prod(s) for s in op.input_shapes) * (not op.is_contraction)
+                work = gemm + maps / self.elementwise_elems_per_s
             else:
                 work = op.flops() / self.elementwise_elems_per_s
         elif kind == "agg":
@@ -237,3 +240,10 @@ def calibrate_and_save(path: str | Path | None = None, ndev: int = 2) -> CostMod
     cm = calibrate(ndev)
     cm.save(path)
     return cm
+
+
+def _factored(op: Any) -> bool:
+    """A join of the form c * prod_i f_i(x_i) with sum aggregation runs as a GEMM."""
+    from ..scalar import product_factors
+
+    return op.agg in (None, "sum") and not math.isnan(product_factors(op.join)[0])
