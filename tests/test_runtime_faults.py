@@ -104,7 +104,7 @@ def test_failure_stops_the_run_promptly() -> None:
     t0 = time.perf_counter()
     with pytest.raises(er.ExecutionError, match=f"t{first_apply} "):
         run_with_deadline(lambda: eng.run(tg, inputs, variables), 20)
-    assert time.perf_counter() - t0 < 0.7
+    assert time.perf_counter() - t0 < 1.4  # well before the healthy run would have ended
 
 
 def test_missing_input_array_fails_in_its_input_task() -> None:
