@@ -118,9 +118,12 @@ def test_compile_for_gpu_devices_on_cpu_tensors() -> None:
     assert prog.report.bytes_offloaded == sum(prog.plan.memgraph.stats.evicted_bytes)
 
 
-def test_gpu_devices_without_cuda_say_how_to_use_cpu_tensors() -> None:
-    if cuda_available():
-        pytest.skip("a CUDA device is visible; the message is for machines without one")
+def test_gpu_devices_without_cuda_say_how_to_use_cpu_tensors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import einrel.runtime.gpu as gpu
+
+    monkeypatch.setattr(gpu, "cuda_available", lambda: False)
     x = er.input("x", (4,), "float32")
     with pytest.raises(er.CompileError, match="device': 'cpu'"):
         er.compile(er.relu(x), devices=er.gpu(1, memory="1MiB"))
@@ -181,3 +184,17 @@ def test_cuda_compile_with_budget_equals_evaluate() -> None:
         assert max_rel_error(a, b) < 1e-4
     assert prog.report.peak_bytes[0] <= peak // 4
     assert prog.report.bytes_offloaded > 0
+
+
+def test_memory_engine_takes_the_torch_backend_by_name() -> None:
+    r = random.Random(77)
+    g = random_graph(r)
+    tg = random_placed(r, g, ndev=2)
+    mg = plan_memory(tg, min_budget(tg))
+    feeds = feeds_for(r, g)
+    inputs, variables = bind_feeds(g, feeds)
+    eng = MemEngine(2, backend="torch", workers_per_device=2, transfer_bandwidth="50MB/s")
+    assert isinstance(eng.backend, TorchArenas)
+    check_result(mg, eng.run(mg, inputs, variables), interpret(g, feeds))
+    with pytest.raises(er.CompileError, match="backend"):
+        MemEngine(1, backend="tpu")

@@ -65,6 +65,7 @@ class TorchArenas:
         self.arenas: list[torch.Tensor] = []
         self.host: dict[int, torch.Tensor] = {}
         self._local = threading.local()
+        self._threads = 1
 
     def torch_device(self, d: int) -> torch.device:
         if self.kind == "cpu":
@@ -101,6 +102,8 @@ class TorchArenas:
         """Each engine thread gets its own stream on its device for its whole life."""
         if self.kind == "cpu":
             self._local.stream = None
+            # torch's intra-op thread count is per calling thread: set it in every worker
+            torch.set_num_threads(self._threads if lane == 0 else 1)
             yield
             return
         dev = self.torch_device(device)
@@ -119,6 +122,7 @@ class TorchArenas:
     def threads(self, n: int) -> Iterator[None]:
         """torch intra-op threads per worker (CPU tensors) for the run; restored after."""
         old = torch.get_num_threads()
+        self._threads = n
         if self.kind == "cpu":
             torch.set_num_threads(n)
         try:

@@ -768,6 +768,8 @@ class MemEngine:
     `transfer_bandwidth` ("4GB/s", bytes/s or None) throttles every host transfer of a device
     (each direction its own channel), `jitter` in [0, 1) randomises each transfer's speed,
     `seed` fixes the random streams. `priority` is the default order policy (see PRIORITIES).
+    `backend` holds the arenas and runs the kernels: "numpy" (`NumpyArenas`, the default),
+    "torch" (`runtime.gpu.TorchArenas` on CPU tensors: torch kernels) or an instance.
     """
 
     def __init__(
@@ -800,7 +802,15 @@ class MemEngine:
         ncores = cores()
         self.max_running = max_running if max_running is not None else ncores
         self.threads = threads_per_worker or max(1, ncores // (ndev * workers_per_device))
-        self.backend = backend if backend is not None else NumpyArenas()
+        if backend is None or backend == "numpy":
+            backend = NumpyArenas()
+        elif backend == "torch":
+            from .gpu import TorchArenas
+
+            backend = TorchArenas("cpu")
+        elif isinstance(backend, str):
+            raise CompileError(f"unknown memory engine backend {backend!r}; use 'numpy' or 'torch'")
+        self.backend = backend
         self._sched: dict[tuple[int, Any], MemSchedule] = {}
         self._sched_mg: MemGraph | None = None
 
