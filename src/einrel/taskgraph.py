@@ -26,6 +26,7 @@ import numpy as np
 
 from . import kernels
 from .decompose.partition import Box, Partition, intersect
+from .decompose.usage import squeeze_map
 from .einsum import Einsum
 from .errors import CompileError, ExecutionError
 from .graph import DTYPE_BYTES, Graph
@@ -176,26 +177,9 @@ def output_partition(graph: Graph, decomposition: Mapping[int, Partition], i: in
     p = decomposition[i]
     if n.op == "einsum":
         return p.restrict(range(len(n.einsum.output)))
-    if n.op == "reshape" and not _squeeze_map(graph[n.inputs[0]].shape, n.shape):
+    if n.op == "reshape" and not squeeze_map(graph[n.inputs[0]].shape, n.shape):
         return Partition.whole(n.shape)
     return p
-
-
-def _squeeze_map(src: Sequence[int], dst: Sequence[int]) -> list[int | None] | None:
-    """For a reshape that only adds/removes size-1 dims: the src dim of each dst dim."""
-    if [n for n in src if n != 1] != [n for n in dst if n != 1]:
-        return None
-    out: list[int | None] = []
-    j = 0
-    for n in dst:
-        if n == 1:
-            out.append(None)
-            continue
-        while src[j] == 1:
-            j += 1
-        out.append(j)
-        j += 1
-    return out
 
 
 class _Builder:
@@ -337,7 +321,7 @@ class _Builder:
     def _reshape(self, v: int, part: Partition) -> dict[Box, int]:
         n = self.graph[v]
         src = self.graph[n.inputs[0]]
-        dims = _squeeze_map(src.shape, n.shape)
+        dims = squeeze_map(src.shape, n.shape)
         out: dict[Box, int] = {}
         for box in part.boxes():
             if dims is None:
