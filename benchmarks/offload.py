@@ -490,38 +490,55 @@ def bench_case(case: Case, args: argparse.Namespace) -> dict[str, Any]:
             key = f"{mode}@{frac}"
             row[mode] = {**summarize(times[key]), "peak_bytes": peaks[key], **stats[key]}
             row[mode]["peak_within_budget"] = peaks[key] <= mg.budgets[0]
-        pairs = [a / b for a, b in zip(times[f"runtime@{frac}"], times[f"fixed@{frac}"])]
-        row["runtime_over_fixed_paired"] = round(statistics.median(pairs), 3)
         out["budgets"].append(row)
     out["loadavg_after"] = loadavg()
     out["targets"] = targets(out)
     return out
 
 
+def _paired(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over repeats of a[k] / b[k]: runs of one repeat are minutes apart at most, so
+    drifting background load cancels out of the ratio better than out of separate medians."""
+    return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
+
+
 def targets(r: dict[str, Any]) -> dict[str, Any]:
-    free = r["unconstrained"]["median_s"]
-    lw = min(v["median_s"] for v in r["layerwise"].values())  # the faster way users write it
+    """The issue's targets, judged on paired ratios (medians of per-repeat ratios); the ratios
+    of plain medians are given too."""
     at = {row["fraction"]: row for row in r["budgets"]}
-    q = at[0.25]["runtime"]["median_s"]
+    free = r["unconstrained"]["runs_s"]
+    q = at[0.25]["runtime"]["runs_s"]
+    lw = [min(ts) for ts in zip(*(v["runs_s"] for v in r["layerwise"].values()))]
+    q_free = _paired(q, free)
+    lw_q = _paired(lw, q)
+    rt_fixed = {
+        str(f): _paired(row["runtime"]["runs_s"], row["fixed"]["runs_s"]) for f, row in at.items()
+    }
+    med = {
+        "time_25pct_over_unconstrained": round(
+            at[0.25]["runtime"]["median_s"] / r["unconstrained"]["median_s"], 3
+        ),
+        "layerwise_over_runtime_25pct": round(
+            min(v["median_s"] for v in r["layerwise"].values()) / at[0.25]["runtime"]["median_s"], 3
+        ),
+        "runtime_over_fixed": {
+            str(f): round(row["runtime"]["median_s"] / row["fixed"]["median_s"], 3)
+            for f, row in at.items()
+        },
+    }
     return {
+        "unconstrained_peak_ge_1GiB": r["unconstrained_peak_bytes"] >= 2**30,
         "all_budgets_complete_within_budget": all(
             row[m]["peak_within_budget"] for row in r["budgets"] for m in ("runtime", "fixed")
         ),
         "results_equal_reference": True,  # a mismatch raises
-        "time_25pct_over_unconstrained": round(q / free, 3),
-        "time_25pct_le_1.5x_unconstrained": q <= 1.5 * free,
-        "layerwise_over_runtime_25pct": round(lw / q, 3),
-        "runtime_2x_faster_than_layerwise_at_25pct": lw >= 2 * q,
-        "runtime_le_fixed_at_every_budget": all(
-            row["runtime"]["median_s"] <= row["fixed"]["median_s"] for row in r["budgets"]
-        ),
-        "runtime_over_fixed_medians": {
-            str(row["fraction"]): round(row["runtime"]["median_s"] / row["fixed"]["median_s"], 3)
-            for row in r["budgets"]
-        },
-        "runtime_over_fixed_paired": {
-            str(row["fraction"]): row["runtime_over_fixed_paired"] for row in r["budgets"]
-        },
+        "time_25pct_over_unconstrained": q_free,
+        "time_25pct_le_1.5x_unconstrained": q_free <= 1.5,
+        "layerwise_over_runtime_25pct": lw_q,
+        "runtime_2x_faster_than_layerwise_at_25pct": lw_q >= 2.0,
+        "runtime_over_fixed": rt_fixed,
+        "runtime_le_fixed_at_every_budget": all(v <= 1.0 for v in rt_fixed.values()),
+        "ratios_of_medians": med,
     }
 
 
@@ -574,16 +591,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--workers", type=int, default=2, help="compute workers of the device (1 BLAS thread each)"
     )
-    ap.add_argument("--ffnn", default="16,4096,8", help="batch,width,layers")
+    ap.add_argument("--ffnn", default="16,4096,14", help="batch,width,layers")
     ap.add_argument("--llama", default="7b,16,1", help="size,seq,batch")
     ap.add_argument("--only", default="ffnn,llama")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.quick:
-        args.ffnn = "8,1024,4" if args.ffnn == "16,4096,8" else args.ffnn
+        args.ffnn = "8,1024,4" if args.ffnn == "16,4096,14" else args.ffnn
         args.llama = "medium,32,1" if args.llama == "7b,16,1" else args.llama
     if args.repeats is None:
-        args.repeats = 2 if args.quick else 5
+        args.repeats = 2 if args.quick else 7
     malloc = keep_freed_memory()
     torch.set_num_threads(cores())
     cases = []

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import math
 import random
 import threading
@@ -50,6 +51,8 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
+from .. import scalar as S
+from ..einsum import Einsum
 from ..errors import CompileError, ExecutionError
 from ..memory import MemGraph, MemNode, Region, compute_block
 from ..taskgraph import assemble_outputs
@@ -254,6 +257,25 @@ def input_slice(mg: MemGraph | None, block: int, inputs: Mapping[int, np.ndarray
     return inputs[t.node][tuple(slice(o, o + s) for o, s in zip(t.offset, t.shape))]
 
 
+@functools.lru_cache(maxsize=4096)
+def _swapped(op: Einsum) -> Einsum | None:
+    """For a plain two-operand contraction whose batched GEMM would come out transposed
+    (kernels.contract2 keeps the operand order), the same contraction with its operands
+    swapped, whose GEMM result is already in output order; else None."""
+    if op.arity != 2 or op.agg != "sum" or not S.is_product_of_holes(op.join, 2):
+        return None
+    la, lb = op.inputs
+    out = op.output
+    if len(set(la)) != len(la) or len(set(lb)) != len(lb) or not set(out) <= set(la) | set(lb):
+        return None
+    batch = "".join(c for c in out if c in la and c in lb)
+    left = "".join(c for c in out if c in la and c not in lb)
+    right = "".join(c for c in out if c in lb and c not in la)
+    if batch + left + right == out or batch + right + left != out:
+        return None
+    return Einsum((lb, la), out, op.sizes, op.join, op.agg)
+
+
 class NumpyArenas:
     """Arenas as numpy uint8 buffers, kernels from `compute_block`, host copies in a pool of
     numpy buffers that lives as long as the memory graph does."""
@@ -360,6 +382,8 @@ class NumpyArenas:
                 out[dst] = args[p.src][src]
         elif kind == "agg" and len(args) == 1:
             np.copyto(out, args[0])
+        elif kind == "apply" and (swapped := _swapped(t.op)) is not None:
+            out[...] = kernels.einsum(swapped, args[::-1], variables, t.dtype)
         else:
             out[...] = compute_block(mg, n, args, inputs, variables)
 
