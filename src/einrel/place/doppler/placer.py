@@ -3,7 +3,8 @@
 `place(graph, ndev, seed, policy=None)`: with a policy (a path or a DopplerPolicy) it must have
 been trained for `ndev` devices; without one, the committed policy whose graph fingerprint and
 device count match is used, then one in the user cache, and failing both a short policy is
-trained (stages I and II, with a progress bar on stderr) and cached for the next call.
+trained (stages I and II, with a progress bar on stderr; makespans shown in the graph's units
+/ 1e10, or in ms for graphs costed in seconds) and cached for the next call.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
 
 from ...errors import CompileError
 from ..dag import PlaceGraph, check_ndev
@@ -50,7 +49,8 @@ def train_policy(
                 episodes=plan[stage],
                 seed=seed + stage,
                 progress=progress,
-                title=f"doppler stage {stage} {graph.name or 'graph'} ({ndev} devices)",
+                title=f"doppler stage {stage}",
+                unit=1e10 if max(graph.comp, default=0.0) >= 1e6 else 1e-3,
                 **opts,
             )
         )
@@ -98,6 +98,4 @@ def place(
     policy: str | Path | DopplerPolicy | None = None,
 ) -> list[int]:
     """Doppler's greedy assignment (SEL and PLC both argmax): a device per op."""
-    pol = policy_for(graph, ndev, policy=policy, seed=seed)
-    with torch.random.fork_rng(devices=[]):
-        return pol.place(graph, ndev)
+    return policy_for(graph, ndev, policy=policy, seed=seed).place(graph, ndev)

@@ -1,9 +1,10 @@
 """A trained Doppler policy (its SEL and PLC networks), greedy decoding, and policy files.
 
 A policy file records the device count the policy was trained for, the fingerprint and name of
-the graph it was trained on, the network sizes and a training history. Weights are stored in
-float16 (a policy is about 1 MB); saving rounds the in-memory weights the same way, so a saved
-policy and the one loaded back decode identically.
+the graphs it was trained on, the network sizes and a training history. Weights are stored in
+float32 (about 1.3 MB), or with `half=True` in float16 (about 0.65 MB; saving then rounds the
+in-memory weights the same way, so the saved policy and the one loaded back decode identically,
+but the rounding itself can change greedy decisions, hence the float32 default).
 
 Policies that ship with einrel live in `policies/`, named `<graph>-<N>dev-<fingerprint>.pt`;
 `find_policy` also looks in a per-user cache (`$EINREL_CACHE_DIR/doppler`, else
@@ -138,8 +139,10 @@ class DopplerPolicy:
             for p in self.parameters():
                 p.copy_(p.half().float())
 
-    def save(self, path: str | Path) -> Path:
-        self.round_weights()
+    def save(self, path: str | Path, half: bool = False) -> Path:
+        if half:
+            self.round_weights()
+        dtype = torch.float16 if half else torch.float32
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -150,7 +153,7 @@ class DopplerPolicy:
             "config": self.config.to_dict(),
             "history": self.history,
             "weights": {
-                name: {k: v.half() for k, v in net.state_dict().items()}
+                name: {k: v.to(dtype) for k, v in net.state_dict().items()}
                 for name, net in self.nets().items()
             },
         }

@@ -1,0 +1,198 @@
+"""Doppler's learned placer: features, networks, rollouts, training, policy files, placers."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from einrel.errors import CompileError, EinrelError
+from einrel.place import PlaceGraph, get_placer, load_graph_file
+from einrel.place.dag import b_levels
+from einrel.place.doppler import (
+    DopplerPolicy,
+    find_policy,
+    fingerprint,
+    graph_features,
+    il_loss,
+    load_policy,
+    placer,
+    train,
+)
+from einrel.place.doppler.env import rollout
+from einrel.place.doppler.model import GraphTensors, PlcNumpy
+from einrel.place.doppler.placer import policy_for
+from einrel.place.doppler.policy import POLICY_DIR
+from einrel.place.simulate import check_assignment, make_simulator
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
+GRAPHS = {
+    "chain_mm_112nodes": 4,
+    "ffnn_192nodes": 4,
+    "transformer_block_215nodes": 4,
+    "full_transformer_layer_261nodes": 4,
+    "8gpu_transformer_block": 8,
+    "8gpu_full_transformer": 8,
+}
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Policies trained on the fly go to a per-test cache, never the user's."""
+    monkeypatch.setenv("EINREL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def diamond_ladder(width: int = 3, depth: int = 4) -> PlaceGraph:
+    """`depth` layers of `width` ops, each op feeding the two ops below it; uneven costs."""
+    edges = []
+    for layer in range(depth - 1):
+        for i in range(width):
+            a = layer * width + i
+            edges += [(a, (layer + 1) * width + i), (a, (layer + 1) * width + (i + 1) % width)]
+    n = width * depth
+    comp = [1.0 + (v * 7 % 5) for v in range(n)]
+    comm = [4.0 * c for c in comp]
+    return PlaceGraph(tuple(comp), tuple(comm), tuple(edges), name="ladder")
+
+
+@pytest.fixture(scope="module")
+def chain_mm() -> PlaceGraph:
+    return load_graph_file(DATA / "chain_mm_112nodes.txt")
+
+
+def test_features_and_fingerprint(chain_mm: PlaceGraph) -> None:
+    gf = graph_features(chain_mm)
+    assert gf.x.shape == (chain_mm.num_ops, 5)
+    assert np.allclose(gf.x.mean(axis=0), 0, atol=1e-5)
+    assert len(gf.src) == len(gf.dst) == 2 * len(set(chain_mm.edges))
+    np.testing.assert_allclose(gf.b_path.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(gf.t_path.sum(axis=1), 1.0, rtol=1e-6)
+    # the b-level path of an entry op runs down to a sink through max-b children
+    b = b_levels(chain_mm)
+    v = int(np.argmax(b))
+    path = np.flatnonzero(gf.b_path[v])
+    assert v in path and any(not chain_mm.succs[u] for u in path)
+    assert fingerprint(chain_mm) == gf.fingerprint
+    other = PlaceGraph(chain_mm.comp[:-1] + (1.0,), chain_mm.comm, chain_mm.edges)
+    assert fingerprint(other) != fingerprint(chain_mm)
+
+
+def test_encoder_formulations_agree() -> None:
+    g = diamond_ladder(4, 5)
+    gt = GraphTensors(graph_features(g))
+    policy = DopplerPolicy(2, seed=3)
+    with torch.no_grad():
+        grouped = policy.encoder(gt, grouped=True)
+        low_rank = policy.encoder(gt, grouped=False)
+    torch.testing.assert_close(grouped, low_rank, rtol=1e-4, atol=1e-5)
+
+
+def test_rollout_head_matches_batched_head(chain_mm: PlaceGraph) -> None:
+    """The numpy PLC head used in rollouts and the batched torch head used in the loss agree."""
+    gf = graph_features(chain_mm)
+    gt = GraphTensors(gf)
+    policy = DopplerPolicy(4, seed=1)
+    with torch.no_grad():
+        scores, h, c = policy.forward(gt)
+        plc = PlcNumpy(policy.plc, h, c)
+        ep = rollout(gf, 4, scores.numpy(), plc, 0.3, 0.3, random.Random(0))
+        batched = policy.plc(
+            h, c, torch.from_numpy(ep.order), torch.from_numpy(ep.dyn), torch.from_numpy(ep.devices)
+        ).numpy()
+    sums = np.zeros((4, h.shape[1]), dtype=np.float32)
+    for t, (v, d) in enumerate(zip(ep.order, ep.devices)):
+        np.testing.assert_allclose(
+            plc.logits(int(v), ep.dyn[t], sums) + float(policy.plc.l2.bias.detach()),
+            batched[t],
+            rtol=1e-4,
+            atol=1e-4,
+        )
+        sums[d] += plc.h[v]
+    assert sorted(ep.order.tolist()) == list(range(chain_mm.num_ops))
+    check_assignment(chain_mm, ep.assignment, 4)
+
+
+def test_rollout_respects_dependencies_and_cp_sets(chain_mm: PlaceGraph) -> None:
+    gf = graph_features(chain_mm)
+    ep = rollout(gf, 4, None, None, 1.0, 1.0, random.Random(5))
+    pos = {int(v): t for t, v in enumerate(ep.order)}
+    assert all(pos[a] < pos[b] for a, b in chain_mm.edges)
+    legal = ep.legal_mask()
+    assert legal[np.arange(len(ep.order)), ep.order].all()
+    star = ep.sel_star(legal, gf.blevel)
+    assert (star <= legal).all() and star.any(axis=1).all()
+    assert ep.plc_star().any(axis=1).all()
+
+
+def test_short_imitation_lowers_il_loss() -> None:
+    g = diamond_ladder(4, 6)
+    policy = DopplerPolicy(3, seed=0)
+    before = il_loss(policy, g, episodes=6)
+    log = train(policy, g, 1, episodes=40, eval_every=40, batch=2)
+    after = il_loss(policy, g, episodes=6)
+    assert log.episodes == 40
+    assert after < 0.8 * before
+    assert policy.fingerprint == fingerprint(g)
+
+
+def test_stage2_keeps_the_best_greedy_checkpoint() -> None:
+    g = diamond_ladder(4, 6)
+    policy = DopplerPolicy(3, seed=0)
+    train(policy, g, 1, episodes=20, batch=2)
+    log = train(policy, g, 2, episodes=16, eval_every=2, batch=2, self_imitation=1.0)
+    sim = make_simulator(g)
+    assert sim(policy.place(g)) == log.best <= log.start_greedy
+    assert [h["stage"] for h in policy.history] == [1, 2]
+    assert policy.history[-1]["options"]["self_imitation"] == 1.0
+
+
+def test_saved_and_loaded_policies_decode_identically(tmp_path: Path, chain_mm: PlaceGraph) -> None:
+    policy = DopplerPolicy(4, seed=2)
+    train(policy, chain_mm, 1, episodes=8, batch=2)
+    path = policy.save(tmp_path / "p.pt")
+    loaded = load_policy(path, 4)
+    assert loaded.place(chain_mm) == policy.place(chain_mm)
+    assert loaded.ndev == 4 and loaded.fingerprint == fingerprint(chain_mm)
+    assert loaded.history == policy.history
+    assert path.stat().st_size < 1_500_000
+    half = load_policy(policy.save(tmp_path / "half.pt", half=True))
+    assert half.place(chain_mm) == policy.place(chain_mm)  # saving in float16 rounded `policy`
+
+
+def test_policy_device_count_mismatch(tmp_path: Path, chain_mm: PlaceGraph) -> None:
+    path = DopplerPolicy(4).save(tmp_path / "four.pt")
+    with pytest.raises(CompileError, match=r"four\.pt was trained for 4 devices, but 8"):
+        load_policy(path, 8)
+    with pytest.raises(CompileError, match="trained for 4 devices"):
+        get_placer("doppler", policy=path)(chain_mm, 8, 0)
+    with pytest.raises(EinrelError, match="not a Doppler policy"):
+        (tmp_path / "junk.pt").write_text("junk")
+        load_policy(tmp_path / "junk.pt")
+    with pytest.raises(EinrelError, match="no such policy"):
+        load_policy(tmp_path / "missing.pt")
+
+
+def test_every_placer_gives_a_valid_assignment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placer, "SHORT_EPISODES", {1: 20, 2: 20})
+    g = diamond_ladder()
+    names = ["round-robin", "random", "critical-path", "heft", "search", "doppler"]
+    for name in [*names, "doppler+search"]:
+        options = {"budget_s": 0.2} if "search" in name else {}
+        a = get_placer(name, **options)(g, 3, 0)
+        assert check_assignment(g, a, 3) == tuple(a), name
+    # the short policy trained for "doppler" was cached and is found again
+    assert find_policy(fingerprint(g), 3) is not None
+
+
+def test_committed_policies_match_the_released_graphs() -> None:
+    for stem, ndev in GRAPHS.items():
+        g = load_graph_file(DATA / f"{stem}.txt")
+        path = find_policy(fingerprint(g), ndev, [POLICY_DIR])
+        assert path is not None, stem
+        policy = policy_for(g, ndev, train_missing=False)
+        assert policy.ndev == ndev and fingerprint(g) in policy.graphs
+        a = policy.place(g, ndev)
+        assert check_assignment(g, a, ndev) == tuple(a)

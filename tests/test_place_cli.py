@@ -1,0 +1,123 @@
+"""`einrel place`: JSON output, placers, policies, training, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from einrel.place import load_graph_file
+from einrel.place.cli import app
+from einrel.place.doppler import DopplerPolicy, load_policy
+from einrel.place.simulate import simulate
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
+FFNN = DATA / "ffnn_192nodes.txt"
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EINREL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def place_json(*args: str) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("placer", ["critical-path", "heft", "round-robin", "doppler"])
+def test_json_output(placer: str) -> None:
+    out = place_json(str(FFNN), "--devices", "4", "--placer", placer)
+    assert set(out) == {"graph", "devices", "placer", "makespan", "assignment"}
+    g = load_graph_file(FFNN)
+    assert out["devices"] == 4 and out["placer"] == placer and out["graph"] == str(FFNN)
+    assert len(out["assignment"]) == g.num_ops
+    assert all(0 <= d < 4 for d in out["assignment"])
+    assert out["makespan"] == pytest.approx(simulate(g, out["assignment"]).makespan / 1e10)
+
+
+def test_explicit_graph_command_and_search_budget() -> None:
+    out = place_json("graph", str(FFNN), "-n", "4", "--placer", "search", "--budget", "0.3")
+    assert len(out["assignment"]) == 180
+
+
+def test_table_output() -> None:
+    result = runner.invoke(app, [str(FFNN), "--devices", "4"])
+    assert result.exit_code == 0
+    assert "critical-path" in result.stdout and "lower bound" in result.stdout
+
+
+def test_policy_option_and_device_mismatch(tmp_path: Path) -> None:
+    path = DopplerPolicy(4).save(tmp_path / "p4.pt")
+    out = place_json(str(FFNN), "-n", "4", "--placer", "doppler", "--policy", str(path))
+    assert len(out["assignment"]) == 180
+    result = runner.invoke(
+        app, [str(FFNN), "-n", "8", "--placer", "doppler", "--policy", str(path)]
+    )
+    assert result.exit_code == 1
+    assert "p4.pt was trained for 4 devices, but 8" in result.stderr
+    result = runner.invoke(app, [str(FFNN), "-n", "4", "--policy", str(path)])
+    assert result.exit_code == 1 and "--policy applies to doppler" in result.stderr
+
+
+def test_unknown_placer() -> None:
+    result = runner.invoke(app, [str(FFNN), "-n", "4", "--placer", "magic"])
+    assert result.exit_code == 1
+    assert "unknown placer 'magic'" in result.stderr and "doppler+search" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("3\n0,\n0,\n1,\n1,4\nx,4\n", ":6:"),  # a cost that is not a number
+        ("4\n0,\n0,\n1,\n1,4\n1,4\n", ":7:"),  # fewer op lines than the count says
+        ("3\n0,\n0,5,\n1,\n1,4\n1,4\n", ":4:"),  # 2 sources, 1 destination
+        ("3\n0,\n0,\n7,\n1,4\n1,4\n", ":4:"),  # an edge to a missing op
+    ],
+)
+def test_malformed_file_names_file_and_line(tmp_path: Path, text: str, where: str) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text(text)
+    result = runner.invoke(app, [str(bad), "-n", "2", "--json"])
+    assert result.exit_code == 1
+    assert f"bad.txt{where}" in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_errors_exit_non_zero_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("2\n\n0,\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "einrel.place.cli", str(bad), "--devices", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert f"{bad}:4" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_command(tmp_path: Path) -> None:
+    out = tmp_path / "chain.pt"
+    graph = str(DATA / "chain_mm_112nodes.txt")
+    args = ["train", graph, "--devices", "4", "--stage", "1", "--episodes", "6", "--batch", "2"]
+    result = runner.invoke(app, [*args, "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "stage 1: 6 episodes" in result.stdout
+    policy = load_policy(out, 4)
+    assert policy.history[-1]["stage"] == 1
+    args = ["train", graph, "-n", "4", "--stage", "2", "--episodes", "4", "--init", str(out)]
+    result = runner.invoke(app, [*args, "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [h["stage"] for h in load_policy(out).history] == [1, 2]
+    result = runner.invoke(app, [*args[:-2], "--init", str(out), "-n", "8", "--quiet"])
+    assert result.exit_code == 1 and "trained for 4 devices" in result.stderr
+    result = runner.invoke(app, ["train", graph, "-n", "4", "--stage", "3", "--quiet"])
+    assert result.exit_code == 1 and "needs an einrel workload" in result.stderr
