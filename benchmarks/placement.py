@@ -3,8 +3,10 @@
 Writes benchmarks/results/placement.json and placement.png (makespan relative to critical path).
 Usage: python benchmarks/placement.py [--budget 30] [--seeds 3] [--graphs ffnn,chain_mm]
 
-A learned placer joins the table when `einrel.place.doppler` imports and exposes
-`place(graph, ndev, seed) -> list[int]` (the registry's optional placer "doppler").
+The learned placers join the table when `einrel.place.doppler` imports: "doppler" is the greedy
+decoding of the committed policy for the graph (stages I+II; deterministic, so run once), and
+"doppler+search" anneals from that assignment with the same budget and seeds as "search". The
+JSON also records each committed policy's training history (episodes, seconds per episode).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class Row:
     spread: dict[str, list[float]] = field(default_factory=dict)
     search_evals: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    training: list[dict[str, object]] = field(default_factory=list)
+    policy_graphs: list[str] = field(default_factory=list)
 
 
 def _median(
@@ -87,7 +91,20 @@ def bench_graph(stem: str, g: PlaceGraph, ndev: int, budget: float, seeds: int) 
         doppler = get_placer("doppler")
     except CompileError:
         return row  # the learned placer is not installed
-    _median("doppler", lambda s: doppler(g, ndev, s), sim, seeds, row)
+    from einrel.place.doppler import fingerprint, policy_for
+
+    policy = policy_for(g, ndev)
+    row.training = list(policy.history)
+    row.policy_graphs = sorted(policy.graphs.values())
+    assert fingerprint(g) in policy.graphs, "the committed policy was trained on another graph"
+    _median("doppler", lambda s: doppler(g, ndev, s), sim, 1, row)
+    _median(
+        "doppler+search",
+        lambda s: anneal(g, ndev, s, budget_s=budget, start=doppler(g, ndev, s)).assignment,
+        sim,
+        seeds,
+        row,
+    )
     return row
 
 
@@ -102,20 +119,40 @@ COLUMNS = (
     "heft",
     "search",
     "doppler",
+    "doppler+search",
 )
+RATIOS = ("search", "doppler", "doppler+search")
 
 
 def format_table(rows: list[Row]) -> str:
     cols = [c for c in COLUMNS if any(c in r.makespan for r in rows)]
+    ratios = [c for c in RATIOS if any(c in r.makespan for r in rows)]
     lines = [
-        f"{'graph (devices)':34s}" + "".join(f"{c:>15s}" for c in cols) + f"{'search/CP':>11s}"
+        f"{'graph (devices)':34s}"
+        + "".join(f"{c:>15s}" for c in cols)
+        + "".join(f"{c + '/CP':>18s}" for c in ratios)
     ]
     for r in rows:
         cells = "".join(
             f"{r.makespan[c]:15.1f}" if c in r.makespan else f"{'-':>15s}" for c in cols
         )
-        ratio = r.makespan["search"] / r.makespan["critical-path"]
-        lines.append(f"{r.graph + f' ({r.ndev})':34s}{cells}{ratio:11.3f}")
+        cp = r.makespan["critical-path"]
+        cells += "".join(
+            f"{r.makespan[c] / cp:18.3f}" if c in r.makespan else f"{'-':>18s}" for c in ratios
+        )
+        lines.append(f"{r.graph + f' ({r.ndev})':34s}{cells}")
+    return "\n".join(lines)
+
+
+def format_training(rows: list[Row]) -> str:
+    """Per graph: each training stage of its committed policy, episodes and time per episode."""
+    lines = []
+    for r in rows:
+        for h in r.training:
+            lines.append(
+                f"{r.graph + f' ({r.ndev})':34s} stage {h['stage']}: {h['episodes']:5d} episodes, "
+                f"{h['seconds']:7.1f} s, {1e3 * float(h['seconds_per_episode']):6.1f} ms/episode"
+            )
     return "\n".join(lines)
 
 
@@ -127,7 +164,7 @@ def plot(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [c for c in ("lower-bound", "round-robin", "random", "critical-path", "heft", "search")]
-    names += ["doppler"] if any("doppler" in r.makespan for r in rows) else []
+    names += [n for n in ("doppler", "doppler+search") if any(n in r.makespan for r in rows)]
     width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(max(8, 1.8 * len(rows)), 4.5))
     for i, name in enumerate(names):
@@ -141,7 +178,7 @@ def plot(rows: list[Row], path: Path) -> None:
     ax.set_ylabel("simulated makespan / critical path")
     ax.set_title("Placement on Doppler's graphs (lower is better)")
     ax.set_ylim(0, 1.25 * ax.get_ylim()[1])
-    ax.legend(fontsize=7, ncol=len(names), loc="upper center")
+    ax.legend(fontsize=7, ncol=(len(names) + 1) // 2, loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -164,6 +201,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         rows.append(bench_graph(stem, g, ndev, args.budget, args.seeds))
         print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print(format_table(rows))
+    if any(r.training for r in rows):
+        print(format_training(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
         "units": "simulated makespan / 1e10 (PAPERS §4.8 semantics)",

@@ -18,15 +18,17 @@ resource runs its nodes strictly in the planning order (`MemGraph.fixed_order()`
 the next one even when later ones are ready; evictions and loads still overlap compute.
 "serial" replays the planning order one node at a time, nothing overlapping.
 
-Transfers. Host channels copy through a `Link`; with `transfer_bandwidth` each copy takes
-`nbytes / bandwidth` stretched by a random factor in [1 - jitter, 1 + jitter], so completion
-times, and hence the order the engine picks, differ from run to run. Host buffers for evicted
-blocks and for outputs are allocated once per memory graph (the pinned pool on a GPU).
+Transfers. Host channels copy through a `Link`; with `transfer_bandwidth` each copy runs at
+that bandwidth times a random factor in [1 - jitter, 1 + jitter], so completion times, and
+hence the order the engine picks, differ from run to run. Host buffers for evicted blocks and
+for outputs are allocated once per memory graph (the pinned pool on a GPU). A block that is a
+graph input is never modified, so evicting it copies nothing (the caller's array is its host
+copy) and loading it copies from the caller's array.
 
 Memory. Bytes in use per device rise at an `alloc` and fall at a `free` or when an `evict` has
 finished copying; `peak_bytes` is the exact maximum. Every allocation is checked against the
 live regions of its arena (no overlap, inside the arena), so a bad plan fails loudly instead of
-corrupting data. `bytes_offloaded` counts the bytes evicted.
+corrupting data. `bytes_offloaded` counts the bytes evicted (input blocks included).
 
 The arenas and kernels live in a backend: `NumpyArenas` here (one uint8 numpy buffer per device,
 `compute_block` kernels), `TorchArenas` in `runtime.gpu` (one uint8 torch buffer per device on
