@@ -585,3 +585,50 @@ def test_broadcast_output_labels():
     np.testing.assert_array_equal(er.evaluate(z, {"x": X}), [1.5] * 4)
     c = er.einsum("->ij", 7.0, sizes={"i": 2, "j": 2})
     np.testing.assert_array_equal(er.evaluate(c, {}), np.full((2, 2), 7.0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+@pytest.mark.parametrize("agg", AGGS)
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_writing_into_a_given_buffer_changes_nothing(agg, dtype, data):
+    """`kernels.einsum(..., out=buf)` (how arena engines call it) fills `buf` with exactly the
+    bits the allocating call returns, for GEMMs, fused joins and chunked aggregations alike."""
+    case = data.draw(random_einsums(agg, max_join=256))
+    rng = np.random.default_rng(case["seed"])
+    size = case["size"]
+    np_dtype = kernels.storage_dtype(dtype)
+    arrays = [
+        rng.uniform(-1, 1, [size[lab] for lab in labs]).astype(np_dtype) for labs in case["inputs"]
+    ]
+    ts = [er.input(f"x{k}", a.shape, dtype) for k, a in enumerate(arrays)]
+    tree = case["tree"]
+    join = None if tree is None else (lambda *xs: build(tree, xs, SymOps))
+    y = er.einsum(case["spec"], *ts, join=join, agg=agg, sizes=case["bcast"] or None)
+    op = y.node.attrs
+    want = kernels.einsum(op, arrays, {}, dtype)
+    buf = np.full(want.shape, np.nan, dtype=np_dtype)
+    got = kernels.einsum(op, arrays, {}, dtype, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(buf.reshape(-1).view(np.uint8), want.reshape(-1).view(np.uint8))
+
+
+@pytest.mark.parametrize(
+    "spec", ["ij,jk->ik", "ij,jk->ki", "bij,bjk->bik", "bij,bjk->ibk", "ij,kj->ik", "ij,ik->jk"]
+)
+def test_large_gemms_write_into_a_given_buffer(spec):
+    """Products big enough for the torch GEMM path, in layouts it writes directly and ones it
+    has to transpose afterwards."""
+    size = {"b": 2, "i": 96, "j": 80, "k": 72}
+    rng = np.random.default_rng(0)
+    ins = spec.split("->")[0]
+    ts, arrays = [], []
+    for k, labs in enumerate(ins.split(",")):
+        arrays.append(rng.standard_normal([size[c] for c in labs]).astype(np.float32))
+        ts.append(er.input(f"x{k}", arrays[-1].shape, "float32"))
+    op = er.einsum(spec, *ts).node.attrs
+    want = kernels.einsum(op, arrays, {}, "float32")
+    buf = np.full(want.shape, np.nan, dtype=np.float32)
+    assert kernels.einsum(op, arrays, {}, "float32", out=buf) is buf
+    np.testing.assert_array_equal(buf, want)
+    np.testing.assert_allclose(want, np.einsum(spec, *arrays), rtol=1e-4, atol=1e-4)

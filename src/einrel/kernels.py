@@ -70,27 +70,48 @@ def agg_identity(agg: str) -> float:
 
 
 def einsum(
-    op: Einsum, arrays: Sequence[np.ndarray], variables: Mapping[str, float], dtype: str
+    op: Einsum,
+    arrays: Sequence[np.ndarray],
+    variables: Mapping[str, float],
+    dtype: str,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Evaluate an extended einsum; returns an array of `dtype`'s storage dtype."""
+    """Evaluate an extended einsum; returns an array of `dtype`'s storage dtype.
+
+    With `out` (C-contiguous, the output shape, the storage dtype, overlapping no input) the
+    result is written there and `out` is returned. When the storage dtype is the compute dtype
+    the kernels write straight into it, which saves a pass over the result: an arena-backed
+    engine would otherwise copy every block it computes once more."""
     cdt = compute_dtype(dtype)
     arrays = [np.asarray(a, dtype=cdt) for a in arrays]
+    direct = out if out is not None and out.dtype == cdt and out.flags.c_contiguous else None
     if op.agg == "sum":
         coef, factors = S.product_factors(op.join)
         if not math.isnan(coef):
-            return finish(_factored(op, arrays, variables, coef, factors, cdt), dtype)
-    return finish(
-        _fused(
-            _fuse(op.join, op.arity),
-            _views(op, arrays),
-            op.join_shape,
-            len(op.output),
-            op.agg,
-            variables,
-            cdt,
-        ),
-        dtype,
+            res = _factored(op, arrays, variables, coef, factors, cdt, direct)
+            return _deliver(res, dtype, out)
+    res = _fused(
+        _fuse(op.join, op.arity),
+        _views(op, arrays),
+        op.join_shape,
+        len(op.output),
+        op.agg,
+        variables,
+        cdt,
+        direct,
     )
+    return _deliver(res, dtype, out)
+
+
+def _deliver(res: np.ndarray, dtype: str, out: np.ndarray | None) -> np.ndarray:
+    """`finish(res)`, copied into `out` when one is given and the kernel did not write it."""
+    if out is None:
+        return finish(res, dtype)
+    if res is not out:
+        if dtype == "bfloat16":
+            res = finish(res, dtype)
+        np.copyto(out, res, casting="unsafe")
+    return out
 
 
 def _factored(
@@ -100,8 +121,10 @@ def _factored(
     coef: float,
     factors: dict[int, S.Expr],
     cdt: np.dtype,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """join = c * prod_i f_i(x_i): map each input by f_i, then one BLAS-backed contraction."""
+    """join = c * prod_i f_i(x_i): map each input by f_i, then one BLAS-backed contraction
+    (written into `out` when given and the layout allows)."""
     size = op.size
     # Operands over the same set of labels (a gradient times a relu mask, say) are multiplied
     # elementwise first, their maps fused into that one pass; what is left is contracted.
@@ -128,7 +151,9 @@ def _factored(
     # Aggregated labels that no used input carries just multiply the sum by their size.
     mult = math.prod(size[lab] for lab in op.agg_labels if lab not in present)
     if len(ops) == 2:
-        res = contract2(specs[0], specs[1], sub_out, ops[0], ops[1])
+        res = contract2(
+            specs[0], specs[1], sub_out, ops[0], ops[1], out if sub_out == op.output else None
+        )
     elif ops:
         res = (
             opt_einsum.contract(",".join(specs) + "->" + sub_out, *ops)
@@ -139,7 +164,8 @@ def _factored(
         res = np.ones((), dtype=cdt)
     scale = coef * mult
     if scale != 1:
-        res = np.multiply(res, cdt.type(scale), out=res if _owned(res, cdt) else None)
+        mine = res is out or _owned(res, cdt)
+        res = np.multiply(res, cdt.type(scale), out=res if mine else None)
     if sub_out != op.output:  # broadcast labels no input carries
         shape = [size[lab] if lab in present else 1 for lab in op.output]
         perm = sorted(range(len(sub_out)), key=lambda d: op.output.index(sub_out[d]))
@@ -159,9 +185,13 @@ def _owned(a: Any, cdt: np.dtype) -> bool:
     )
 
 
-def contract2(la: str, lb: str, out: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def contract2(
+    la: str, lb: str, out: str, a: np.ndarray, b: np.ndarray, dst: np.ndarray | None = None
+) -> np.ndarray:
     """Two-operand contraction as one batched GEMM, laid out so that the result is already in
-    `out` order whenever the labels allow it (no transposing copy after the BLAS call)."""
+    `out` order whenever the labels allow it (no transposing copy after the BLAS call). The
+    GEMM writes into `dst` (C-contiguous, the output's shape and dtype) when that layout holds;
+    the result is `dst` exactly when it did."""
     # Labels only one operand has and the output lacks are summed away first.
     a_only = "".join(c for c in la if c not in lb and c not in out)
     b_only = "".join(c for c in lb if c not in la and c not in out)
@@ -191,15 +221,21 @@ def contract2(la: str, lb: str, out: str, a: np.ndarray, b: np.ndarray) -> np.nd
     bm = np.transpose(b, [lb.index(c) for c in batch + red + right]).reshape(
         prod(batch), prod(red), prod(right)
     )
+    order = batch + left + right
+    shape3 = (am.shape[0], am.shape[1], bm.shape[2])
+    into = None
+    if dst is not None and order == out and dst.dtype == np.result_type(am, bm):
+        into = dst.reshape(shape3)
     # Without a reduced label it is an outer product per batch: one multiply, no K=1 GEMM.
     if not red:
-        res = np.multiply(am, bm)
+        res = np.multiply(am, bm, out=into)
     elif am.dtype == np.float32 and TORCH_SGEMM and am.size * bm.shape[-1] >= TORCH_SGEMM_MIN:
-        res = _torch_matmul(am, bm)
+        res = _torch_matmul(am, bm, into)
     else:
-        res = np.matmul(am, bm)
+        res = np.matmul(am, bm, out=into)
+    if into is not None and res is into:
+        return dst
     res = res.reshape([dims[c] for c in batch + left + right])
-    order = batch + left + right
     if order != out:
         res = np.transpose(res, [order.index(c) for c in out])
     return res
@@ -224,14 +260,15 @@ def _blas_threads() -> int:
     return max(1, int(ctl.get_num_threads())) if ctl else 1
 
 
-def _torch_matmul(am: np.ndarray, bm: np.ndarray) -> np.ndarray:
-    """`np.matmul(am, bm)` through torch, on zero-copy views, with this thread's torch
+def _torch_matmul(am: np.ndarray, bm: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """`np.matmul(am, bm, out=out)` through torch, on zero-copy views, with this thread's torch
     thread count set to what BLAS has (torch's setting is per calling thread) and restored."""
     import torch
 
     if not (am.flags.writeable and bm.flags.writeable):  # torch wants writable memory
-        return np.matmul(am, bm)
-    out = np.empty((am.shape[0], am.shape[1], bm.shape[2]), dtype=am.dtype)
+        return np.matmul(am, bm, out=out)
+    if out is None:
+        out = np.empty((am.shape[0], am.shape[1], bm.shape[2]), dtype=am.dtype)
     want = _blas_threads()
     had = torch.get_num_threads()
     if had != want:
@@ -443,9 +480,11 @@ def _fused(
     agg: str | None,
     variables: Mapping[str, float],
     cdt: np.dtype,
+    into: np.ndarray | None = None,
 ) -> np.ndarray:
     """Evaluate `f` over the join space `jshape` (inputs as broadcastable `views`) and aggregate
-    the labels after the first `nout` with `agg` (None: the join shape is the output)."""
+    the labels after the first `nout` with `agg` (None: the join shape is the output). The
+    result goes into `into` when it has the output's shape (and overlaps no input)."""
     vals: list[Any] = [None] * f.nslots
     with np.errstate(all="ignore"):
         for s, e in f.scalars:
@@ -454,7 +493,8 @@ def _fused(
         views = [v.reshape(1) for v in views]
         return _fused(f, views, (1,), 1, None, variables, cdt).reshape(())
     nd = len(jshape)
-    out = np.empty(jshape[:nout] if agg is not None else jshape, dtype=cdt)
+    oshape = jshape[:nout] if agg is not None else jshape
+    out = into if into is not None and into.shape == oshape else np.empty(oshape, dtype=cdt)
     total = math.prod(jshape)
     if total <= 2 * CHUNK_ELEMENTS or (agg is None and len(f.steps) <= 1):
         ax, step = 0, max(1, jshape[0])

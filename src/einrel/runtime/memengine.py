@@ -382,10 +382,14 @@ class NumpyArenas:
                 dst = tuple(slice(o, o + s) for o, s in zip(p.dst_offset, p.size))
                 src = tuple(slice(o, o + s) for o, s in zip(p.src_offset, p.size))
                 out[dst] = args[p.src][src]
-        elif kind == "agg" and len(args) == 1:
+        elif kind == "agg" and (len(args) == 1 or out.dtype == kernels.compute_dtype(t.dtype)):
             np.copyto(out, args[0])
-        elif kind == "apply" and (swapped := _swapped(t.op)) is not None:
-            out[...] = kernels.einsum(swapped, args[::-1], variables, t.dtype)
+            for a in args[1:]:  # accumulate in place: the arena block is the accumulator
+                kernels._AGG_UFUNC[t.op](out, a, out=out)
+        elif kind == "apply":
+            swapped = _swapped(t.op)
+            op, ins = (t.op, args) if swapped is None else (swapped, args[::-1])
+            kernels.einsum(op, ins, variables, t.dtype, out=out)
         else:
             out[...] = compute_block(mg, n, args, inputs, variables)
 
