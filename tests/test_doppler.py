@@ -149,6 +149,81 @@ def test_stage2_keeps_the_best_greedy_checkpoint() -> None:
     assert policy.history[-1]["options"]["self_imitation"] == 1.0
 
 
+def test_stage2_batch_advantage_time_limit_and_options() -> None:
+    g = diamond_ladder(4, 6)
+    policy = DopplerPolicy(3, seed=0)
+    train(policy, g, 1, episodes=20, batch=4, keep_best=True)
+    log = train(
+        policy,
+        g,
+        2,
+        episodes=16,
+        eval_every=2,
+        batch=4,
+        eps=0.05,
+        advantage="batch",
+        gamma=1.0,
+        self_imitation=2.0,
+        clip=1.0,
+        entropy=1e-3,
+    )
+    sim = make_simulator(g)
+    assert log.episodes == 16
+    assert sim(policy.place(g)) == log.best <= log.start_greedy
+    opts = policy.history[-1]["options"]
+    assert opts["advantage"] == "batch" and opts["gamma"] == 1.0 and opts["clip"] == 1.0
+    assert opts["entropy"] == 1e-3
+    # a spent time budget stops the stage before its first update
+    stopped = train(policy, g, 2, episodes=40, time_limit=0.0, advantage="batch", batch=4)
+    assert stopped.episodes == 0
+    with pytest.raises(CompileError, match="advantage"):
+        train(policy, g, 2, episodes=4, advantage="mean")
+
+
+def test_five_feature_policy_files_still_load(tmp_path: Path, chain_mm: PlaceGraph) -> None:
+    """Files written before the co-parent feature (config without device_features) load with
+    five device features and decode."""
+    from einrel.place.doppler.model import NetConfig
+
+    old = DopplerPolicy(4, NetConfig(device_features=5), seed=1)
+    path = old.save(tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["device_features"]
+    torch.save(payload, path)
+    loaded = load_policy(path, 4)
+    assert loaded.config.device_features == 5
+    assert loaded.place(chain_mm) == old.place(chain_mm)
+
+
+def test_discounted_returns() -> None:
+    from einrel.place.doppler.train import _discounted
+
+    assert _discounted(2.0, 3, 1.0).tolist() == [2.0, 2.0, 2.0]
+    assert _discounted(1.0, 2, 0.5).tolist() == [0.5, 1.0]
+
+
+def test_retrain_writes_a_policy_with_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from einrel.place.doppler import retrain
+
+    monkeypatch.setattr(retrain, "COMMITTED_EPISODES", {1: 8, 2: 8})
+    f = tmp_path / "ladder.txt"
+    g = diamond_ladder(3, 3)
+    src = [a for a, _ in g.edges]
+    dst = [b for _, b in g.edges]
+    lines = [str(g.num_ops), "", ", ".join(map(str, src)), ", ".join(map(str, dst))]
+    lines += [f"{c}, {m}" for c, m in zip(g.comp, g.comm)]
+    f.write_text("\n".join(lines) + "\n")
+    row = retrain.retrain(f, 3, 60.0, tmp_path / "out")
+    assert [s["stage"] for s in row["stages"]] == [1, 2]
+    assert row["stages"][0]["episodes"] == 8
+    policy = load_policy(row["file"], 3)
+    assert [h["stage"] for h in policy.history] == [1, 2]
+    loaded = load_graph_file(f)
+    assert row["doppler"] * 1e10 == pytest.approx(make_simulator(loaded)(policy.place(loaded)))
+
+
 def test_saved_and_loaded_policies_decode_identically(tmp_path: Path, chain_mm: PlaceGraph) -> None:
     policy = DopplerPolicy(4, seed=2)
     train(policy, chain_mm, 1, episodes=8, batch=2)

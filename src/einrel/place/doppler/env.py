@@ -5,13 +5,16 @@ estimates in SEL order: it starts at its EST on the chosen device (the released 
 records the device's cumulative compute instead; PAPERS §4.3 calls that a quirk, it is not kept)
 and the device is busy until it ends.
 
-Device features of op v on device d (5): Σ comp already on d; Σ comp of v's predecessors on d;
-the earliest start and the latest end of those predecessors; EST(v, d). The three times are taken
+Device features of op v on device d (6): Σ comp already on d; Σ comp of v's predecessors on d;
+the earliest start and the latest end of those predecessors; EST(v, d); and, beyond the paper's
+five, the co-parent affinity: Σ comm_u over the ops u already on d that feed one of v's consumers
+(what a consumer of v would have to receive from d if v went elsewhere; it lets PLC see that
+siblings which meet in one op are best kept together). The three times are taken
 relative to min_d EST(v, d) (the earliest v can start anywhere), so they describe the choice at
 hand rather than how far the episode has got; a device holding no predecessor gets 0 for both
 predecessor times. Scaling, so that the features do not depend on the graph's cost units and a
 difference of one typical op is visible to the network: the load is divided by the load bound
-Σcomp/ndev; the other four are x ↦ asinh(x / mean comp) (linear near 0, logarithmic for the
+Σcomp/ndev; the other five are x ↦ asinh(x / mean comp) (linear near 0, logarithmic for the
 long transfers of big blocks). EST(v, d) = max(d's free time, max over predecessors u of end(u),
 plus comm_u when u is on another device).
 
@@ -37,7 +40,7 @@ class Episode:
     order: np.ndarray  # (T,) op chosen at step t
     devices: np.ndarray  # (T,) device chosen at step t
     enter: np.ndarray  # (n,) step at which each op became legal
-    dyn: np.ndarray  # (T, ndev, 5) float32 device features of each step
+    dyn: np.ndarray  # (T, ndev, 6) float32 device features of each step
     assignment: list[int]  # device per op
     estimate: float  # list-scheduling makespan in SEL order (raw units)
 
@@ -74,6 +77,7 @@ def rollout(
     n = gf.num_ops
     comp, comm = gf.comp.tolist(), gf.comm.tolist()
     preds, succs = gf.graph.preds, gf.succs
+    coparents = gf.coparents or ((),) * n
     total = float(gf.comp.sum())
     load_inv = ndev / total if total > 0 else 0.0
     inv = n / total if total > 0 else 0.0
@@ -118,6 +122,10 @@ def rollout(
             if e > last[du]:
                 last[du] = e
         ref = min(est)
+        near = [0.0] * ndev
+        for u, w in coparents[v]:
+            if device[u] >= 0:
+                near[device[u]] += w
         f = np.array(
             [
                 (
@@ -126,6 +134,7 @@ def rollout(
                     asinh((first[d] - ref) * inv) if first[d] < inf else 0.0,
                     asinh((last[d] - ref) * inv) if first[d] < inf else 0.0,
                     asinh((est[d] - ref) * inv),
+                    asinh(near[d] * inv),
                 )
                 for d in devs
             ],

@@ -20,7 +20,7 @@ import numpy as np
 from ..dag import PlaceGraph, b_levels, t_levels
 
 NODE_FEATURES = 5
-DEVICE_FEATURES = 5
+DEVICE_FEATURES = 6
 
 
 def fingerprint(graph: PlaceGraph) -> str:
@@ -58,6 +58,9 @@ class GraphFeatures:
     preds: tuple[np.ndarray, ...]  # int64 arrays
     succs: tuple[tuple[int, ...], ...]
     indegree: tuple[int, ...]
+    # per op v: the other predecessors u of v's consumers ("co-parents") and comm_u, for the
+    # device feature "how much of what v's consumers also read already sits on d"
+    coparents: tuple[tuple[tuple[int, float], ...], ...] = ()
 
     @property
     def num_ops(self) -> int:
@@ -123,4 +126,11 @@ def graph_features(graph: PlaceGraph) -> GraphFeatures:
         preds=tuple(np.asarray(p, dtype=np.int64) for p in graph.preds),
         succs=graph.succs,
         indegree=tuple(len(p) for p in graph.preds),
+        coparents=tuple(
+            tuple(
+                (u, float(comm[u]))
+                for u in sorted({u for c in graph.succs[v] for u in graph.preds[c]} - {v})
+            )
+            for v in range(n)
+        ),
     )

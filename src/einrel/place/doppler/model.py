@@ -40,6 +40,9 @@ class NetConfig:
     edge_hidden: int = 128
     edge_rank: int = 8
     head_hidden: int = 64
+    # PLC's device features: the first `device_features` of the rollout's (5: the paper's,
+    # as the policies of einrel < 2 files were trained with; 6: with the co-parent affinity)
+    device_features: int = DEVICE_FEATURES
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -145,7 +148,7 @@ class PlcNet(nn.Module):
         super().__init__()
         h = cfg.hidden
         self.cfg = cfg
-        self.dev_lin = nn.Linear(DEVICE_FEATURES, h)
+        self.dev_lin = nn.Linear(cfg.device_features, h)
         self.x_lin = nn.Linear(NODE_FEATURES, h)
         self.l1 = nn.Linear(4 * h, cfg.head_hidden)
         self.l2 = nn.Linear(cfg.head_hidden, 1)
@@ -170,14 +173,14 @@ class PlcNet(nn.Module):
         devices: torch.Tensor,
     ) -> torch.Tensor:
         """Logits (T, ndev) for T recorded steps: op `ops[t]` was placed on `devices[t]` with the
-        device features `dyn[t]` (T, ndev, 5); the per-device embedding sums are prefix sums."""
+        device features `dyn[t]` (T, ndev, 6); the per-device embedding sums are prefix sums."""
         w_d, _, _, w_s = self._blocks()
         ndev = dyn.shape[1]
         onehot = F.one_hot(devices, ndev).to(h.dtype)  # (T, ndev)
         contrib = onehot.unsqueeze(2) * h[ops].unsqueeze(1)  # (T, ndev, 128)
         sums = torch.cumsum(contrib, dim=0) - contrib  # what was on each device before step t
         pre = (
-            F.leaky_relu(self.dev_lin(dyn)) @ w_d.T
+            F.leaky_relu(self.dev_lin(dyn[..., : self.cfg.device_features])) @ w_d.T
             + zscore_devices(sums) @ w_s.T
             + c[ops].unsqueeze(1)
         )
@@ -196,16 +199,17 @@ class PlcNumpy:
 
     def __init__(self, net: PlcNet, h: torch.Tensor, c: torch.Tensor) -> None:
         w_d, _, _, w_s = (w.detach().numpy() for w in net._blocks())
-        self.dev_w = net.dev_lin.weight.detach().numpy().T.copy()  # (5, 128)
+        self.dev_w = net.dev_lin.weight.detach().numpy().T.copy()  # (device features, 128)
         self.dev_b = net.dev_lin.bias.detach().numpy().copy()
+        self.k = net.cfg.device_features
         self.w = np.concatenate([w_d.T, w_s.T], axis=0)  # (256, 64)
         self.l2_w = net.l2.weight.detach().numpy()[0].copy()  # (64,); the bias moves no argmax
         self.h = h.detach().numpy()
         self.c = c.detach().numpy()
 
     def logits(self, v: int, dyn: np.ndarray, sums: np.ndarray) -> np.ndarray:
-        """Scores (ndev,) for op v with device features `dyn` (ndev, 5) and embedding sums."""
-        a = dyn @ self.dev_w
+        """Scores (ndev,) for op v with device features `dyn` (ndev, 6) and embedding sums."""
+        a = dyn[:, : self.k] @ self.dev_w
         a += self.dev_b
         np.maximum(a, 0.01 * a, out=a)
         k = 1.0 / len(sums)

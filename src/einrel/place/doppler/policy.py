@@ -175,7 +175,9 @@ class DopplerPolicy:
             raise CompileError(f"{p}: not a Doppler policy file")
         if payload.get("version") != VERSION:
             raise CompileError(f"{p}: policy file version {payload.get('version')}, need {VERSION}")
-        policy = cls(int(payload["ndev"]), NetConfig(**payload["config"]))
+        config = dict(payload["config"])
+        config.setdefault("device_features", 5)  # files written before the sixth feature
+        policy = cls(int(payload["ndev"]), NetConfig(**config))
         try:
             policy.load_state(
                 {k: {n: t.float() for n, t in w.items()} for k, w in payload["weights"].items()}
