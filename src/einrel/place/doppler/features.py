@@ -7,6 +7,8 @@ SEL also sums embeddings along two paths per op: its b-level critical path (the 
 the child of largest b-level, down to a sink) and its t-level path (from an entry op down to it,
 always through the predecessor that sets the t-level); both sums are averaged over path length,
 and are stored as row-normalised path matrices so one matmul gives them for every op.
+For PLC's co-parent feature (see `env`), each op also lists its co-parents: the other
+predecessors of its consumers, with their comm costs.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import json
 import time
 from pathlib import Path
 
+from .. import get_placer
 from ..graphfile import load_graph_file
-from ..listsched import critical_path
 from ..simulate import make_simulator
 from .policy import POLICY_DIR, DopplerPolicy, policy_filename
 from .train import RECIPES, train
@@ -58,7 +58,7 @@ def retrain(path: Path, ndev: int, budget: float, out: Path, seed: int = 0) -> d
         )
     seconds = time.perf_counter() - t0
     saved = policy.save(out / policy_filename(graph.name, ndev, policy.fingerprint or ""))
-    cp = sim(critical_path(graph, ndev, 0))
+    cp = sim(get_placer("critical-path")(graph, ndev, 0))  # as benchmarks/placement.py
     greedy = sim(policy.place(graph, ndev))
     return {
         "graph": graph.name,
