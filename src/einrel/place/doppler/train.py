@@ -63,13 +63,15 @@ STAGES: dict[int, Stage] = {
 }
 # Training options per stage beyond the paper's: "paper" is PAPERS §4.7 as is; "einrel" is what
 # the committed policies were trained with (see `einrel.place.doppler.retrain`, which runs stage I
-# for 800 episodes and stage II until 15 minutes per graph are spent). Stage I: batches of 4
+# for 800 episodes and stage II until 890 s per graph, both stages together, are spent; PLC with
+# the sixth, co-parent device feature of `env`). Stage I: batches of 4
 # random rollouts share one encoder pass, and the greedy checkpoint of lowest makespan is kept.
 # Stage II: batches of 8 ε-greedy episodes (ε = 0.02) scored against the batch's own mean
 # (normalised advantage, undiscounted), a 10× higher learning rate than the paper's, gradient
 # norms clipped to 1, and self-imitation of the cheapest episode the stage has produced so far
 # (weight 2). The paper's stage II alone barely moves the greedy policy in the few thousand
-# episodes that fit in 15 minutes on one CPU core.
+# episodes that fit in 15 minutes on one CPU core. Stage III keeps the earlier options (not
+# re-tuned).
 RECIPES: dict[str, dict[int, dict[str, Any]]] = {
     "paper": {1: {}, 2: {}, 3: {}},
     "einrel": {
