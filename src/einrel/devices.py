@@ -21,6 +21,16 @@ _UNITS = {
 }
 
 
+def read_quantity(text: str, per_second: bool = False) -> float | None:
+    """`text` as a number of bytes ("2GiB", "512 MB", "1.5e9"; with `per_second`, an optional
+    "/s" may follow), or None when it cannot be read."""
+    rate = r"(?:/\s*s)?" if per_second else ""
+    m = re.fullmatch(rf"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*?)\s*{rate}\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        return None
+    return float(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
 def parse_bytes(value: int | float | str | None, what: str = "memory") -> int | None:
     """`None` (unlimited), an int of bytes, or a string such as "2GiB", "512 MB", "1.5e9"."""
     if value is None:
@@ -30,10 +40,10 @@ def parse_bytes(value: int | float | str | None, what: str = "memory") -> int | 
     if isinstance(value, int | float):
         n = int(value)
     elif isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
-        if not m or m.group(2).lower() not in _UNITS:
+        q = read_quantity(value)
+        if q is None:
             raise CompileError(f"{what}: cannot read {value!r} as a size (e.g. '2GiB', '512MB')")
-        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        n = int(q)
     else:
         raise CompileError(f"{what}: expected bytes or a size string, got {value!r}")
     if n <= 0:

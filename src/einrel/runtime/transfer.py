@@ -11,24 +11,12 @@ generator, so channels never contend for a lock.
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..devices import read_quantity
 from ..errors import CompileError
-
-_RATE_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
 
 
 def parse_bandwidth(
@@ -43,13 +31,10 @@ def parse_bandwidth(
     if isinstance(value, int | float):
         rate = float(value)
     elif isinstance(value, str):
-        m = re.fullmatch(
-            r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*?)\s*(?:/\s*s)?\s*", value
-        )
-        unit = m.group(2).lower() if m else ""
-        if not m or (unit and unit not in _RATE_UNITS):
+        q = read_quantity(value, per_second=True)
+        if q is None:
             raise CompileError(f"{what}: cannot read {value!r} as a rate (e.g. '4GB/s')")
-        rate = float(m.group(1)) * _RATE_UNITS.get(unit, 1)
+        rate = q
     else:
         raise CompileError(f"{what}: expected bytes per second or a rate string, got {value!r}")
     if not rate > 0 or rate == float("inf"):
