@@ -93,37 +93,19 @@ def demo(
         raise typer.BadParameter(f"dtype {dtype!r}: use float32 or float64", param_hint="--dtype")
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"engine {engine!r}: use local or ray", param_hint="--engine")
-    if engine == "ray" and not check_grads:
-        from .runtime.ray_demo import ray_demo
-
-        _positive(devices, "--devices")
-        _positive(runs, "--runs")
-        _check_names(partitioner, placer)
-        code = ray_demo(
-            size,
-            devices=devices,
-            partitioner=partitioner,
-            placer=placer,
-            dtype=dtype or "float32",
-            runs=runs,
-            seed=seed,
-        )
-    elif check_grads:
+    if check_grads:
         code = grad_check("small" if size == "demo" else size, dtype or "float64", seed)
     else:
         _positive(devices, "--devices")
         _positive(runs, "--runs")
         _check_names(partitioner, placer)
-        code = run(
-            size,
-            devices=devices,
-            partitioner=partitioner,
-            placer=placer,
-            dtype=dtype or "float32",
-            runs=runs,
-            trace=trace or None,
-            seed=seed,
-        )
+        common = dict(devices=devices, partitioner=partitioner, placer=placer, runs=runs, seed=seed)
+        if engine == "ray":
+            from .runtime.ray_demo import ray_demo
+
+            code = ray_demo(size, dtype=dtype or "float32", **common)
+        else:
+            code = run(size, dtype=dtype or "float32", trace=trace or None, **common)
     if code:
         raise typer.Exit(code)
 
