@@ -132,22 +132,7 @@ def main() -> int:
             "gflops": flops / med / 1e9,
             "max_rel_error_vs_einrel": errors[name],
         }
-    dask_names = [k for k in rows if k.startswith("dask")]
-    best_dask = min(dask_names, key=lambda k: rows[k]["median_s"]) if dask_names else None
-    e = rows["einrel"]["median_s"]
-    np_t, th_t = rows["numpy"]["median_s"], rows["torch"]["median_s"]
-    faster = "numpy" if np_t <= th_t else "torch"
-    ratio = min(np_t, th_t) / e
-    verdict = {
-        "einrel_over_faster_of_numpy_torch": ratio,
-        "faster_of_numpy_torch": faster,
-        "target_0.85x": ratio >= 0.85,
-        "best_dask": best_dask,
-        "einrel_over_best_dask": (rows[best_dask]["median_s"] / e) if best_dask else None,
-        "faster_than_dask": (rows[best_dask]["median_s"] > e) if best_dask else None,
-        "einrel_fraction_of_sgemm_peak": rows["einrel"]["gflops"] / peak,
-        "checks_passed": not bad,
-    }
+    verdict = common.verdict(rows, peak, not bad)
     prog = progs["einrel"]
     doc = {
         "benchmark": "matmul chain Y = C(DE) + AB",
@@ -180,14 +165,7 @@ def main() -> int:
         f"sgemm peak ({threads} threads): {peak:.1f} GFLOP/s; einrel at "
         f"{verdict['einrel_fraction_of_sgemm_peak']:.0%} of it"
     )
-    print(
-        f"einrel throughput = {ratio:.2f} x {faster} (target >= 0.85)"
-        + (
-            f"; vs best dask ({best_dask}): {verdict['einrel_over_best_dask']:.2f} x"
-            if best_dask
-            else ""
-        )
-    )
+    print(common.verdict_line(verdict))
     stem = "chain_quick" if args.quick else "chain"
     path = common.write(stem, doc)
     common.bar_plot(

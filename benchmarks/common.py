@@ -123,6 +123,37 @@ def max_rel_error(got: Any, want: Any) -> float:
     return mre(np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64))
 
 
+def verdict(rows: dict[str, dict[str, Any]], peak: float, checks_passed: bool) -> dict[str, Any]:
+    """einrel against the faster of numpy/torch (target 0.85x) and the best dask variant, from
+    rows of `summary` plus "gflops"; `peak` is the sgemm GFLOP/s measured in the same run."""
+    dask_names = [k for k in rows if k.startswith("dask")]
+    best_dask = min(dask_names, key=lambda k: rows[k]["median_s"]) if dask_names else None
+    e = rows["einrel"]["median_s"]
+    np_t, th_t = rows["numpy"]["median_s"], rows["torch"]["median_s"]
+    ratio = min(np_t, th_t) / e
+    return {
+        "einrel_over_faster_of_numpy_torch": ratio,
+        "faster_of_numpy_torch": "numpy" if np_t <= th_t else "torch",
+        "target_0.85x": ratio >= 0.85,
+        "best_dask": best_dask,
+        "einrel_over_best_dask": (rows[best_dask]["median_s"] / e) if best_dask else None,
+        "faster_than_dask": (rows[best_dask]["median_s"] > e) if best_dask else None,
+        "einrel_fraction_of_sgemm_peak": rows["einrel"]["gflops"] / peak,
+        "checks_passed": checks_passed,
+    }
+
+
+def verdict_line(v: dict[str, Any]) -> str:
+    """One line of `verdict` for the console."""
+    line = (
+        f"einrel throughput = {v['einrel_over_faster_of_numpy_torch']:.2f} x "
+        f"{v['faster_of_numpy_torch']} (target >= 0.85)"
+    )
+    if v["best_dask"]:
+        line += f"; vs best dask ({v['best_dask']}): {v['einrel_over_best_dask']:.2f} x"
+    return line
+
+
 def write(name: str, doc: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc.setdefault("machine", {})["load_avg_end"] = load_avg()

@@ -192,22 +192,7 @@ def main() -> int:
             "steps_per_s": 1.0 / med,
             "max_rel_error_vs_einrel": errors[name],
         }
-    dask_names = [k for k in rows_out if k.startswith("dask")]
-    best_dask = min(dask_names, key=lambda k: rows_out[k]["median_s"]) if dask_names else None
-    e = rows_out["einrel"]["median_s"]
-    np_t, th_t = rows_out["numpy"]["median_s"], rows_out["torch"]["median_s"]
-    faster = "numpy" if np_t <= th_t else "torch"
-    ratio = min(np_t, th_t) / e
-    verdict = {
-        "einrel_over_faster_of_numpy_torch": ratio,
-        "faster_of_numpy_torch": faster,
-        "target_0.85x": ratio >= 0.85,
-        "best_dask": best_dask,
-        "einrel_over_best_dask": (rows_out[best_dask]["median_s"] / e) if best_dask else None,
-        "faster_than_dask": (rows_out[best_dask]["median_s"] > e) if best_dask else None,
-        "einrel_fraction_of_sgemm_peak": rows_out["einrel"]["gflops"] / peak,
-        "checks_passed": not bad,
-    }
+    verdict = common.verdict(rows_out, peak, not bad)
     prog = progs["einrel"]
     doc = {
         "benchmark": "ffnn training step",
@@ -240,14 +225,7 @@ def main() -> int:
         f"sgemm peak ({threads} threads, n={peak_before['n']}): {peak:.1f} GFLOP/s; einrel at "
         f"{verdict['einrel_fraction_of_sgemm_peak']:.0%} of it"
     )
-    print(
-        f"einrel throughput = {ratio:.2f} x {faster} (target >= 0.85); "
-        + (
-            f"vs best dask ({best_dask}): {verdict['einrel_over_best_dask']:.2f} x"
-            if best_dask
-            else ""
-        )
-    )
+    print(common.verdict_line(verdict))
     stem = "ffnn_quick" if args.quick else "ffnn"
     path = common.write(stem, doc)
     plot_rows = [
