@@ -145,6 +145,9 @@ def test_stage2_keeps_the_best_greedy_checkpoint() -> None:
     log = train(policy, g, 2, episodes=16, eval_every=2, batch=2, self_imitation=1.0)
     sim = make_simulator(g)
     assert sim(policy.place(g)) == log.best <= log.start_greedy
+    # the cheapest-episode trace only goes down and includes the greedy checkpoints
+    cheapest = [c for _, c in log.cheapest]
+    assert cheapest == sorted(cheapest, reverse=True) and cheapest[-1] <= log.best
     assert [h["stage"] for h in policy.history] == [1, 2]
     assert policy.history[-1]["options"]["self_imitation"] == 1.0
 
@@ -180,6 +183,21 @@ def test_stage2_batch_advantage_time_limit_and_options() -> None:
         train(policy, g, 2, episodes=4, advantage="mean")
 
 
+def test_polish_hands_the_cheapest_episode_to_greedy_decoding() -> None:
+    """With wide exploration the cheapest episode is rarely the greedy one; polishing imitates
+    it until greedy decoding costs no more."""
+    g = diamond_ladder(4, 6)
+    policy = DopplerPolicy(3, seed=0)
+    log = train(policy, g, 2, episodes=24, eps=0.5, batch=4, polish=0.99, seed=3)
+    cheapest = log.cheapest[-1][1]
+    assert log.polish_updates > 0
+    assert make_simulator(g)(policy.place(g)) == log.best <= cheapest
+    assert policy.history[-1]["polish_updates"] == log.polish_updates
+    for bad in (-0.1, 1.0):
+        with pytest.raises(CompileError, match="polish"):
+            train(policy, g, 2, episodes=4, polish=bad)
+
+
 def test_five_feature_policy_files_still_load(tmp_path: Path, chain_mm: PlaceGraph) -> None:
     """Files written before the co-parent feature (config without device_features) load with
     five device features and decode."""
@@ -192,6 +210,39 @@ def test_five_feature_policy_files_still_load(tmp_path: Path, chain_mm: PlaceGra
     torch.save(payload, path)
     loaded = load_policy(path, 4)
     assert loaded.config.device_features == 5
+    assert loaded.place(chain_mm) == old.place(chain_mm)
+
+
+def test_random_node_features_break_symmetry() -> None:
+    """Structurally identical ops get identical embeddings without random node features and
+    distinct ones with them; the features are fixed by the graph's fingerprint."""
+    from einrel.place.doppler.model import NetConfig, random_node_features
+
+    edges = [(0, 1), (0, 2), (1, 3), (2, 3)]  # a diamond: ops 1 and 2 are interchangeable
+    g = PlaceGraph((1.0, 2.0, 2.0, 1.0), (4.0, 8.0, 8.0, 4.0), tuple(edges), name="diamond")
+    gt = GraphTensors(graph_features(g))
+    with torch.no_grad():
+        plain = DopplerPolicy(2, NetConfig(node_noise=0), seed=0).encoder(gt)
+        noisy = DopplerPolicy(2, NetConfig(node_noise=8), seed=0).encoder(gt)
+    torch.testing.assert_close(plain[1], plain[2], rtol=0, atol=0)
+    assert not torch.allclose(noisy[1], noisy[2], rtol=1e-3, atol=1e-3)
+    fp = fingerprint(g)
+    np.testing.assert_array_equal(random_node_features(fp, 4), random_node_features(fp, 4))
+    assert not np.array_equal(random_node_features(fp, 4), random_node_features("0" + fp[1:], 4))
+    with pytest.raises(ValueError, match="node_noise"):
+        DopplerPolicy(2, NetConfig(node_noise=99))
+
+
+def test_policy_files_without_node_noise_still_load(tmp_path: Path, chain_mm: PlaceGraph) -> None:
+    from einrel.place.doppler.model import NetConfig
+
+    old = DopplerPolicy(4, NetConfig(node_noise=0), seed=2)
+    path = old.save(tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["node_noise"]
+    torch.save(payload, path)
+    loaded = load_policy(path, 4)
+    assert loaded.config.node_noise == 0
     assert loaded.place(chain_mm) == old.place(chain_mm)
 
 

@@ -114,9 +114,10 @@ def test_train_command(tmp_path: Path) -> None:
     policy = load_policy(out, 4)
     assert policy.history[-1]["stage"] == 1
     args = ["train", graph, "-n", "4", "--stage", "2", "--episodes", "4", "--init", str(out)]
-    result = runner.invoke(app, [*args, "--out", str(out), "--quiet"])
+    result = runner.invoke(app, [*args, "--polish", "0.5", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert [h["stage"] for h in load_policy(out).history] == [1, 2]
+    history = load_policy(out).history
+    assert [h["stage"] for h in history] == [1, 2] and history[-1]["options"]["polish"] == 0.5
     result = runner.invoke(app, [*args[:-2], "--init", str(out), "-n", "8", "--quiet"])
     assert result.exit_code == 1 and "trained for 4 devices" in result.stderr
     result = runner.invoke(app, ["train", graph, "-n", "4", "--stage", "3", "--quiet"])

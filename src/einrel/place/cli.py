@@ -183,6 +183,10 @@ def train_policy(
     eval_every: Annotated[
         int | None, typer.Option(help="Updates between greedy checkpoints.")
     ] = None,
+    polish: Annotated[
+        float | None,
+        typer.Option(help="Share of the stage's time spent imitating its cheapest episode."),
+    ] = None,
     time_limit: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     repeats: Annotated[int, typer.Option(help="Stage 3: runs per measured cost (median).")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -200,6 +204,7 @@ def train_policy(
             "self_imitation": self_imitation,
             "sample": sample,
             "eval_every": eval_every,
+            "polish": polish,
         }
         options = {**RECIPES[recipe].get(stage, {})}
         options.update({k: v for k, v in given.items() if v is not None})

@@ -43,6 +43,9 @@ class NetConfig:
     # PLC's device features: the first `device_features` of the rollout's (5: the paper's,
     # as the policies of einrel < 2 files were trained with; 6: with the co-parent affinity)
     device_features: int = DEVICE_FEATURES
+    # random node features the encoder reads beside the five above (see `random_node_features`;
+    # 0 in files written before them)
+    node_noise: int = 8
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -72,6 +75,23 @@ class GraphTensors:
         self.value_of_edge = torch.from_numpy(index.reshape(-1).astype(np.int64))
         self.b_path = torch.from_numpy(gf.b_path)
         self.t_path = torch.from_numpy(gf.t_path)
+        self.noise = torch.from_numpy(random_node_features(gf.fingerprint, self.n))
+
+
+MAX_NODE_NOISE = 16
+
+
+def random_node_features(fingerprint: str, n: int) -> np.ndarray:
+    """(n, MAX_NODE_NOISE) standard-normal features, fixed by the graph's fingerprint.
+
+    Message passing gives structurally identical ops (the heads of an attention layer, the
+    blocks of one matmul) identical embeddings, so neither head could tell them apart: SEL
+    would score them alike and self-imitation could not replay a particular order or split
+    among them. Random node features (Sato, Yamada and Kashima 2021) break that symmetry; tied
+    to the fingerprint, they are the same for every run on the same graph.
+    """
+    rng = np.random.default_rng(int(fingerprint, 16) if fingerprint else 0)
+    return rng.standard_normal((n, MAX_NODE_NOISE)).astype(np.float32)
 
 
 class MPNN(nn.Module):
@@ -80,8 +100,10 @@ class MPNN(nn.Module):
     def __init__(self, cfg: NetConfig) -> None:
         super().__init__()
         h, r = cfg.hidden, cfg.edge_rank
+        if not 0 <= cfg.node_noise <= MAX_NODE_NOISE:
+            raise ValueError(f"node_noise must be in 0..{MAX_NODE_NOISE}, got {cfg.node_noise}")
         self.cfg = cfg
-        self.project = nn.Linear(NODE_FEATURES, h)
+        self.project = nn.Linear(NODE_FEATURES + cfg.node_noise, h)
         self.edge_in = nn.Linear(1, cfg.edge_hidden)
         self.edge_rank = nn.Linear(cfg.edge_hidden, r)
         self.edge_out = nn.Linear(r, h * h)
@@ -92,7 +114,8 @@ class MPNN(nn.Module):
     def forward(self, g: GraphTensors, grouped: bool | None = None) -> torch.Tensor:
         """Embeddings (n, 128); `grouped` forces one of the two equivalent formulations."""
         h_dim, r = self.cfg.hidden, self.cfg.edge_rank
-        h = F.relu(self.project(g.x))
+        k = self.cfg.node_noise
+        h = F.relu(self.project(torch.cat([g.x, g.noise[:, :k]], dim=1) if k else g.x))
         if g.n == 0:
             return h
         if grouped if grouped is not None else len(g.values) <= 2 * (r + 1):

@@ -177,6 +177,7 @@ class DopplerPolicy:
             raise CompileError(f"{p}: policy file version {payload.get('version')}, need {VERSION}")
         config = dict(payload["config"])
         config.setdefault("device_features", 5)  # files written before the sixth feature
+        config.setdefault("node_noise", 0)  # files written before the random node features
         policy = cls(int(payload["ndev"]), NetConfig(**config))
         try:
             policy.load_state(
