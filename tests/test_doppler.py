@@ -273,6 +273,14 @@ def test_retrain_writes_a_policy_with_history(
     assert [h["stage"] for h in policy.history] == [1, 2]
     loaded = load_graph_file(f)
     assert row["doppler"] * 1e10 == pytest.approx(make_simulator(loaded)(policy.place(loaded)))
+    # restarts train side by side in their own processes and keep the cheapest greedy policy
+    best = retrain.retrain(f, 3, 3.0, tmp_path / "best", seed=5, restarts=2)
+    runs = best["restarts"]
+    assert [r["seed"] for r in runs] == [5, 6]
+    assert best["ratio"] == min(r["ratio"] for r in runs) and Path(best["file"]).is_file()
+    assert Path(best["file"]).parent == tmp_path / "best"
+    with pytest.raises(CompileError, match="restart"):
+        retrain.retrain(f, 3, 3.0, tmp_path / "none", restarts=0)
 
 
 def test_saved_and_loaded_policies_decode_identically(tmp_path: Path, chain_mm: PlaceGraph) -> None:

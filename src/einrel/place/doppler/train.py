@@ -288,11 +288,7 @@ def train(
     (self-imitation, after Oh et al. 2018). `advantage="batch"` replaces the running-average
     baseline by the batch's own: episode i of a batch gets the advantage
     (mean cost − cost_i) / std of the batch's costs (0 when they are all equal), and the batch's
-    policy-gradient losses are averaged rather than summed. `advantage="greedy"` centres the
-    same advantage on the cost of the current greedy decoding instead (one more rollout per
-    update; after Kool et al. 2019): the batch mean always rewards half of the batch, even when
-    every ε-step made things worse, which lets the greedy policy drift; the greedy baseline
-    rewards only the exploration steps that beat it. `gamma` discounts the terminal
+    policy-gradient losses are averaged rather than summed. `gamma` discounts the terminal
     reward back to step t (R_t = γ^(T−1−t)·reward; 1 gives every step the full reward);
     `entropy` overrides the stage's entropy weight; `clip` clips the gradient norm of each
     network (SEL, PLC, encoder) before the step. `polish` in [0, 1) ends the stage with that
@@ -312,8 +308,8 @@ def train(
         raise CompileError(f"need a non-negative episode count, got {total}")
     if batch < 1:
         raise CompileError(f"need a batch of at least one episode, got {batch}")
-    if advantage not in ("running", "batch", "greedy"):
-        raise CompileError(f"advantage is 'running', 'batch' or 'greedy', got {advantage!r}")
+    if advantage not in ("running", "batch"):
+        raise CompileError(f"advantage is 'running' or 'batch', got {advantage!r}")
     if entropy is not None:
         st = replace(st, w_ent=entropy)
     if not 0 <= polish < 1:
@@ -419,16 +415,10 @@ def train(
                 eps_costs.append((ep, float(oracles[i](ep.assignment))))
                 remember(i, eps_costs[-1][1], ep)
             rewards: list[float | None] = [None] * len(eps_costs)
-            if st.w_pg and advantage != "running":
+            if st.w_pg and advantage == "batch":
                 arr = np.array([cst for _, cst in eps_costs])
                 std = float(arr.std())
-                base = float(arr.mean())
-                if advantage == "greedy":
-                    greedy = rollout(gf, ndev, sel_np, plc_np, 0.0, 0.0, rng)
-                    base = float(oracles[i](greedy.assignment))
-                    remember(i, base, greedy)
-                    std = float(np.append(arr, base).std())
-                rewards = [(base - x) / std if std > 0 else 0.0 for x in arr]
+                rewards = [(float(arr.mean()) - x) / std if std > 0 else 0.0 for x in arr]
             elif st.w_pg:
                 for j, (_, cost) in enumerate(eps_costs):
                     base = baselines[i]
@@ -436,7 +426,7 @@ def train(
                         base = cost
                     rewards[j] = (base - cost) / base if base > 0 else 0.0
                     baselines[i] = BASELINE_DECAY * base + (1 - BASELINE_DECAY) * cost
-            share = 1.0 / len(eps_costs) if advantage != "running" else 1.0
+            share = 1.0 / len(eps_costs) if advantage == "batch" else 1.0
             cost = math.nan
             for (ep, cost), reward in zip(eps_costs, rewards):
                 returns = None
