@@ -198,18 +198,21 @@ def test_polish_hands_the_cheapest_episode_to_greedy_decoding() -> None:
             train(policy, g, 2, episodes=4, polish=bad)
 
 
-def test_five_feature_policy_files_still_load(tmp_path: Path, chain_mm: PlaceGraph) -> None:
-    """Files written before the co-parent feature (config without device_features) load with
-    five device features and decode."""
+@pytest.mark.parametrize(("key", "legacy"), [("device_features", 5), ("node_noise", 0)])
+def test_older_policy_files_still_load(
+    tmp_path: Path, chain_mm: PlaceGraph, key: str, legacy: int
+) -> None:
+    """Files written before the co-parent device feature or the random node features (config
+    without that key) load with the value they were trained with and decode as before."""
     from einrel.place.doppler.model import NetConfig
 
-    old = DopplerPolicy(4, NetConfig(device_features=5), seed=1)
+    old = DopplerPolicy(4, NetConfig(**{key: legacy}), seed=1)
     path = old.save(tmp_path / "old.pt")
     payload = torch.load(path, weights_only=True)
-    del payload["config"]["device_features"]
+    del payload["config"][key]
     torch.save(payload, path)
     loaded = load_policy(path, 4)
-    assert loaded.config.device_features == 5
+    assert getattr(loaded.config, key) == legacy
     assert loaded.place(chain_mm) == old.place(chain_mm)
 
 
@@ -231,19 +234,6 @@ def test_random_node_features_break_symmetry() -> None:
     assert not np.array_equal(random_node_features(fp, 4), random_node_features("0" + fp[1:], 4))
     with pytest.raises(ValueError, match="node_noise"):
         DopplerPolicy(2, NetConfig(node_noise=99))
-
-
-def test_policy_files_without_node_noise_still_load(tmp_path: Path, chain_mm: PlaceGraph) -> None:
-    from einrel.place.doppler.model import NetConfig
-
-    old = DopplerPolicy(4, NetConfig(node_noise=0), seed=2)
-    path = old.save(tmp_path / "old.pt")
-    payload = torch.load(path, weights_only=True)
-    del payload["config"]["node_noise"]
-    torch.save(payload, path)
-    loaded = load_policy(path, 4)
-    assert loaded.config.node_noise == 0
-    assert loaded.place(chain_mm) == old.place(chain_mm)
 
 
 def test_discounted_returns() -> None:
