@@ -3,7 +3,7 @@
     python -m einrel.place.doppler.retrain [GRAPH_FILE ...] [--budget 900] [--out DIR]
                                            [--seed S] [--restarts R]
 
-Each graph gets a fresh policy (seed 0), stage I as `RECIPES["einrel"][1]` for
+Each graph gets a fresh policy (seed `--seed`, default 0), stage I as `RECIPES["einrel"][1]` for
 `COMMITTED_EPISODES[1]` episodes, then stage II as `RECIPES["einrel"][2]` until the graph's
 wall-clock budget (both stages together, default 15 minutes) is spent. The policy is saved under
 `policies/` (or `--out`) with its training history, and one JSON line per graph is printed:
