@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> dict:
             )
         )
         placements["doppler (stage III)"] = policy.place(g)
+        print(
+            f"stage III: places on {policy.active} of {ndev} devices; measured side by side "
+            f"against all {ndev}: {logs[-1].device_ratios}"
+        )
         path = policy.save(cache_dir() / policy_filename(g.name, ndev, policy.fingerprint or ""))
         report["policy"] = str(path)
         report["training"] = [log.summary() for log in logs]

@@ -26,6 +26,7 @@ from einrel.place.doppler.env import rollout
 from einrel.place.doppler.model import GraphTensors, PlcNumpy
 from einrel.place.doppler.placer import policy_for
 from einrel.place.doppler.policy import POLICY_DIR
+from einrel.place.doppler.train import side_by_side
 from einrel.place.simulate import check_assignment, make_simulator
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
@@ -198,6 +199,59 @@ def test_polish_hands_the_cheapest_episode_to_greedy_decoding() -> None:
             train(policy, g, 2, episodes=4, polish=bad)
 
 
+def test_side_by_side_cancels_drift_between_rounds() -> None:
+    """A machine whose speed changes from round to round (but not within one) still gives the
+    exact cost ratios; the order within a round rotates."""
+    calls: list[int] = []
+
+    def drifting(assignment: list[int]) -> float:
+        calls.append(assignment[0])
+        return (1 + assignment[0]) * (1.0 + 0.5 * ((len(calls) - 1) // 3))
+
+    ratios = side_by_side([drifting], [[[0]], [[1]], [[3]]], rounds=4)
+    assert ratios == [1.0, 2.0, 4.0]
+    assert calls[:6] == [0, 1, 3, 1, 3, 0]
+
+
+def test_choose_devices_picks_the_measured_cheapest_device_count() -> None:
+    g = diamond_ladder(4, 6)
+    policy = DopplerPolicy(4, seed=0)
+
+    def two_is_best(assignment: list[int]) -> float:  # e.g. logical devices sharing 2 cores
+        return 1.0 + abs(len(set(assignment)) - 2)
+
+    log = train(policy, g, 3, episodes=4, batch=2, oracle=two_is_best, choose_devices=2)
+    assert policy.active == log.active == 2
+    assert log.device_ratios[2] < log.device_ratios[4] == 1.0
+    assert set(policy.place(g)) <= {0, 1}
+    assert policy.history[-1]["active_devices"] == 2
+    # even random rollouts place on those devices only
+    for seed in range(3):
+        assert set(policy.decode(g, eps=1.0, seed=seed).assignment) <= {0, 1}
+
+
+def test_confirm_rematch_rejects_a_lucky_checkpoint() -> None:
+    """An oracle that flatters each assignment the first time it sees it: the best checkpoint
+    of training measured cheaper than the start only by luck, and the rematch finds that out."""
+    g = diamond_ladder(4, 6)
+    policy = DopplerPolicy(3, seed=0)
+    train(policy, g, 1, episodes=20, batch=2)
+    start = policy.place(g)
+    seen: set[tuple[int, ...]] = set()
+
+    def flattering(assignment: list[int]) -> float:
+        key = tuple(assignment)
+        true = 1.0 + sum(a != b for a, b in zip(assignment, start))
+        lucky = key not in seen
+        seen.add(key)
+        return true * (0.1 if lucky and key != tuple(start) else 1.0)
+
+    log = train(policy, g, 3, episodes=16, batch=2, eps=0.5, oracle=flattering, confirm=3)
+    assert log.best < log.start_greedy and log.confirm_ratio is not None
+    assert log.confirm_ratio > 1.0
+    assert policy.place(g) == start
+
+
 @pytest.mark.parametrize(("key", "legacy"), [("device_features", 5), ("node_noise", 0)])
 def test_older_policy_files_still_load(
     tmp_path: Path, chain_mm: PlaceGraph, key: str, legacy: int
@@ -214,6 +268,24 @@ def test_older_policy_files_still_load(
     loaded = load_policy(path, 4)
     assert getattr(loaded.config, key) == legacy
     assert loaded.place(chain_mm) == old.place(chain_mm)
+
+
+def test_active_device_count_is_saved_and_checked(tmp_path: Path, chain_mm: PlaceGraph) -> None:
+    policy = DopplerPolicy(4, seed=1)
+    assert policy.active == 4
+    policy.active = 2
+    path = policy.save(tmp_path / "two.pt")
+    loaded = load_policy(path, 4)
+    assert loaded.active == 2 and loaded.place(chain_mm) == policy.place(chain_mm)
+    assert set(loaded.place(chain_mm)) <= {0, 1}
+    payload = torch.load(path, weights_only=True)
+    del payload["active"]  # files written before it: every device
+    torch.save(payload, path)
+    assert load_policy(path, 4).active == 4
+    payload["active"] = 5
+    torch.save(payload, path)
+    with pytest.raises(CompileError, match=r"two\.pt.*active devices 5"):
+        load_policy(path, 4)
 
 
 def test_random_node_features_break_symmetry() -> None:

@@ -1,7 +1,8 @@
 """A trained Doppler policy (its SEL and PLC networks), greedy decoding, and policy files.
 
-A policy file records the device count the policy was trained for, the fingerprint and name of
-the graphs it was trained on, the network sizes and a training history. Weights are stored in
+A policy file records the device count the policy was trained for, how many of those devices it
+places onto (`active`, see `DopplerPolicy`), the fingerprint and name of the graphs it was trained
+on, the network sizes and a training history. Weights are stored in
 float32 (about 1.3 MB), or with `half=True` in float16 (about 0.65 MB; saving then rounds the
 in-memory weights the same way, so the saved policy and the one loaded back decode identically,
 but the rounding itself can change greedy decisions, hence the float32 default).
@@ -56,11 +57,19 @@ def one_thread(fn: F) -> F:
 
 
 class DopplerPolicy:
-    """The shared encoder, the SEL and PLC heads, and what they were trained for."""
+    """The shared encoder, the SEL and PLC heads, and what they were trained for.
+
+    `ndev` is the device count of the machine the policy places for; `active` (at most `ndev`,
+    all of them unless stage III measured otherwise) is how many of them, devices 0..active−1,
+    PLC chooses from. The networks score each device from its own state, so they work for any
+    count. Why fewer: logical devices that share cores (`er.cpu(4)` on a 2-core machine) can run
+    a graph faster on fewer of them, which only a measured cost shows.
+    """
 
     def __init__(self, ndev: int, config: NetConfig | None = None, seed: int = 0) -> None:
         check_ndev(ndev)
         self.ndev = ndev
+        self.active = ndev
         self.config = config or NetConfig()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -111,7 +120,7 @@ class DopplerPolicy:
         gt = tensors or GraphTensors(gf)
         scores, h, c = self.forward(gt)
         return rollout(
-            gf, self.ndev, scores.numpy(), PlcNumpy(self.plc, h, c), eps, eps, random.Random(seed)
+            gf, self.active, scores.numpy(), PlcNumpy(self.plc, h, c), eps, eps, random.Random(seed)
         )
 
     def place(self, graph: PlaceGraph, ndev: int | None = None) -> list[int]:
@@ -149,6 +158,7 @@ class DopplerPolicy:
             "format": FORMAT,
             "version": VERSION,
             "ndev": self.ndev,
+            "active": self.active,
             "graphs": dict(self.graphs),
             "config": self.config.to_dict(),
             "history": self.history,
@@ -185,6 +195,10 @@ class DopplerPolicy:
             )
         except (KeyError, RuntimeError, AttributeError) as err:
             raise CompileError(f"{p}: damaged policy file ({err})") from None
+        active = payload.get("active", policy.ndev)  # files written before it: every device
+        if not (isinstance(active, int) and 1 <= active <= policy.ndev):
+            raise CompileError(f"{p}: damaged policy file (active devices {active!r})")
+        policy.active = active
         policy.graphs = {str(k): str(v) for k, v in (payload.get("graphs") or {}).items()}
         policy.history = list(payload.get("history") or [])
         return policy

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -73,7 +74,10 @@ STAGES: dict[int, Stage] = {
 # greedy decoding reproduces its cost). The paper's stage II alone barely moves the greedy
 # policy in the few thousand episodes that fit in 15 minutes on one CPU core. The networks read
 # 8 random node features (`NetConfig.node_noise`), without which self-imitation cannot single
-# out one of several identical ops. Stage III keeps the earlier options (not re-tuned).
+# out one of several identical ops. Stage III keeps the earlier options, and adds two that
+# compare measured costs side by side: it first picks how many of the devices the policy uses
+# (`choose_devices`, 5 rounds), and it keeps its best checkpoint only if that checkpoint wins a
+# 7-round rematch against the stage's start (`confirm`).
 RECIPES: dict[str, dict[int, dict[str, Any]]] = {
     "paper": {1: {}, 2: {}, 3: {}},
     "einrel": {
@@ -89,7 +93,15 @@ RECIPES: dict[str, dict[int, dict[str, Any]]] = {
             "polish": 0.1,
             "eval_every": 2,
         },
-        3: {"lr": 1e-3, "eps": 0.1, "batch": 2, "self_imitation": 2.0, "eval_every": 2},
+        3: {
+            "lr": 1e-3,
+            "eps": 0.1,
+            "batch": 2,
+            "self_imitation": 2.0,
+            "eval_every": 2,
+            "choose_devices": 5,
+            "confirm": 7,
+        },
     },
 }
 GAMMA = 0.99
@@ -109,6 +121,11 @@ class TrainLog:
     # (episode, cost) each time an episode (sampled or greedy) beat every earlier one
     cheapest: list[tuple[int, float]] = field(default_factory=list)
     polish_updates: int = 0
+    # `choose_devices`: median cost of each device count relative to all devices; the one taken
+    device_ratios: dict[int, float] = field(default_factory=dict)
+    active: int | None = None
+    # `confirm`: median cost of the best checkpoint relative to the stage's start
+    confirm_ratio: float | None = None
     best: float = math.inf
     best_episode: int = -1
     start_greedy: float = math.inf
@@ -128,6 +145,9 @@ class TrainLog:
             "best_episode": self.best_episode,
             "cheapest_episode_cost": self.cheapest[-1][1] if self.cheapest else None,
             "polish_updates": self.polish_updates,
+            "active_devices": self.active,
+            "device_ratios": self.device_ratios or None,
+            "confirm_ratio": self.confirm_ratio,
         }
 
 
@@ -189,7 +209,7 @@ def il_loss(policy: DopplerPolicy, graph: PlaceGraph, episodes: int = 8, seed: i
     with torch.no_grad():
         scores, h, c = policy.forward(gt)
         for _ in range(episodes):
-            ep = rollout(gf, policy.ndev, None, None, 1.0, 1.0, rng)
+            ep = rollout(gf, policy.active, None, None, 1.0, 1.0, rng)
             total += episode_losses(policy, gt, scores, h, c, ep, st, None)[2]
     return total / episodes
 
@@ -269,6 +289,8 @@ def train(
     entropy: float | None = None,
     clip: float | None = None,
     polish: float = 0.0,
+    choose_devices: int = 0,
+    confirm: int = 0,
 ) -> TrainLog:
     """Train `policy` for one stage, in place; returns the stage's log.
 
@@ -297,6 +319,14 @@ def train(
     replayed, with a greedy checkpoint after every update, until greedy decoding costs no more
     than that episode. Greedy decoding of a policy still learning by policy gradient jumps
     around its best episodes; polishing hands the best one found to greedy decoding.
+
+    Two options for a noisy (measured) `eval_oracle`, both comparing assignments side by side in
+    that many rounds (`side_by_side`): `choose_devices` > 0 first sets `policy.active` to the
+    device count 1..ndev whose greedy assignment costs least, and the stage then trains on that
+    many devices; `confirm` > 0 ends a stage that keeps its best checkpoint by measuring that
+    checkpoint against the stage's starting weights, and keeps the start unless the checkpoint
+    is cheaper. A checkpoint chosen as the cheapest of many noisy measurements is usually less
+    good than it measured (the winner's curse); the side-by-side rematch does not favour it.
     """
     if stage not in STAGES:
         raise CompileError(f"unknown Doppler training stage {stage!r}; stages are 1, 2, 3")
@@ -325,7 +355,6 @@ def train(
     oracles = _per_graph(oracle, gfs)
     eval_oracles = _per_graph(eval_oracle, gfs) if eval_oracle is not None else oracles
     gts = [GraphTensors(gf) for gf in gfs]
-    ndev = policy.ndev
     rate = st.lr if lr is None else lr
     opts = [
         torch.optim.Adam(net.parameters(), lr=rate)
@@ -353,13 +382,16 @@ def train(
             remember(i, costs[-1], ep)
         return costs
 
+    if choose_devices:
+        log.device_ratios = choose_active(policy, gfs, gts, eval_oracles, choose_devices)
+        log.active = policy.active
     first = greedy_costs()
     scale = [1.0] if single else [max(c, 1e-300) for c in first]
 
     def metric(costs: list[float]) -> float:
         return sum(c / s for c, s in zip(costs, scale)) / len(costs)
 
-    best_state = policy.state()
+    best_state = start_state = policy.state()
     log.start_greedy = log.best = metric(first)
     log.greedy.append((0, log.best))
     log.best_episode = 0
@@ -411,7 +443,7 @@ def train(
             loss = scores.new_zeros(())
             eps_costs = []
             for _ in range(min(batch, total - k)):
-                ep = rollout(gf, ndev, sel_np, plc_np, st.eps_sel, st.eps_plc, rng, sample)
+                ep = rollout(gf, policy.active, sel_np, plc_np, st.eps_sel, st.eps_plc, rng, sample)
                 eps_costs.append((ep, float(oracles[i](ep.assignment))))
                 remember(i, eps_costs[-1][1], ep)
             rewards: list[float | None] = [None] * len(eps_costs)
@@ -462,6 +494,11 @@ def train(
     finally:
         bar.close()
     if keep_best if keep_best is not None else stage != 1:
+        if confirm and best_state is not start_state:
+            states = [start_state, best_state]
+            log.confirm_ratio = rematch(policy, states, gfs, gts, eval_oracles, confirm)[1]
+            if log.confirm_ratio > 1.0:
+                best_state = start_state
         policy.load_state(best_state)
     log.seconds = time.perf_counter() - t0
     entry = log.summary()
@@ -484,6 +521,62 @@ def train(
     for gf in gfs:
         policy.add_graph(gf.fingerprint, gf.graph.name)
     return log
+
+
+def side_by_side(
+    oracles: Sequence[Oracle], candidates: Sequence[Sequence[list[int]]], rounds: int
+) -> list[float]:
+    """The cost of each candidate (an assignment per graph) relative to candidate 0, as the
+    median over `rounds` rounds in which every candidate is costed once, back to back, in an
+    order that rotates each round; the mean over graphs. On a noisy machine the ratio of two
+    neighbouring runs varies far less than either run alone: slow drifts cancel."""
+    n = len(candidates)
+    ratios: list[list[list[float]]] = [[[] for _ in oracles] for _ in range(n)]
+    for r in range(rounds):
+        for i, oracle in enumerate(oracles):
+            costs = [0.0] * n
+            for j in [(r + x) % n for x in range(n)]:
+                costs[j] = float(oracle(candidates[j][i]))
+            for j in range(n):
+                ratios[j][i].append(costs[j] / costs[0] if costs[0] > 0 else 1.0)
+    return [sum(statistics.median(x) for x in per) / len(per) for per in ratios]
+
+
+def choose_active(
+    policy: DopplerPolicy,
+    gfs: Sequence[GraphFeatures],
+    gts: Sequence[GraphTensors],
+    oracles: Sequence[Oracle],
+    rounds: int,
+) -> dict[int, float]:
+    """Set `policy.active` to the device count whose greedy assignments cost least side by side
+    (all devices on a tie); returns each count's cost relative to all devices."""
+    counts = [policy.ndev, *range(1, policy.ndev)]
+    candidates = []
+    for k in counts:
+        policy.active = k
+        candidates.append([policy.decode(gf, tensors=gt).assignment for gf, gt in zip(gfs, gts)])
+    ratios = dict(zip(counts, side_by_side(oracles, candidates, rounds)))
+    policy.active = min(counts, key=ratios.__getitem__)
+    return dict(sorted(ratios.items()))
+
+
+def rematch(
+    policy: DopplerPolicy,
+    states: Sequence[dict[str, Any]],
+    gfs: Sequence[GraphFeatures],
+    gts: Sequence[GraphTensors],
+    oracles: Sequence[Oracle],
+    rounds: int,
+) -> list[float]:
+    """`side_by_side` of the greedy assignments of several weight states (leaves the last)."""
+    candidates = []
+    for state in states:
+        policy.load_state(state)
+        candidates.append([policy.decode(gf, tensors=gt).assignment for gf, gt in zip(gfs, gts)])
+    if all(c == candidates[0] for c in candidates):
+        return [1.0] * len(candidates)
+    return side_by_side(oracles, candidates, rounds)
 
 
 def _per_graph(
