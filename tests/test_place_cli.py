@@ -122,3 +122,16 @@ def test_train_command(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "trained for 4 devices" in result.stderr
     result = runner.invoke(app, ["train", graph, "-n", "4", "--stage", "3", "--quiet"])
     assert result.exit_code == 1 and "needs an einrel workload" in result.stderr
+
+
+def test_train_stage3_on_a_workload_chooses_its_devices(tmp_path: Path) -> None:
+    out = tmp_path / "tiny.pt"
+    args = ["train", "ffnn_train:tiny", "-n", "2", "--stage", "3", "--episodes", "2"]
+    opts = ["--batch", "2", "--choose-devices", "1", "--confirm", "1", "--out", str(out)]
+    result = runner.invoke(app, [*args, *opts, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "stage 3: 2 episodes" in result.stdout and "places on" in result.stdout
+    policy = load_policy(out, 2)
+    entry = policy.history[-1]
+    assert entry["stage"] == 3 and policy.active == entry["active_devices"] in (1, 2)
+    assert set(entry["device_ratios"]) == {1, 2} and entry["device_ratios"][2] == 1.0

@@ -187,6 +187,14 @@ def train_policy(
         float | None,
         typer.Option(help="Share of the stage's time spent imitating its cheapest episode."),
     ] = None,
+    choose_devices: Annotated[
+        int | None,
+        typer.Option(help="Rounds of side-by-side runs picking how many devices to use (0: all)."),
+    ] = None,
+    confirm: Annotated[
+        int | None,
+        typer.Option(help="Rounds of the best checkpoint's rematch against the start (0: off)."),
+    ] = None,
     time_limit: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     repeats: Annotated[int, typer.Option(help="Stage 3: runs per measured cost (median).")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -205,6 +213,8 @@ def train_policy(
             "sample": sample,
             "eval_every": eval_every,
             "polish": polish,
+            "choose_devices": choose_devices,
+            "confirm": confirm,
         }
         options = {**RECIPES[recipe].get(stage, {})}
         options.update({k: v for k, v in given.items() if v is not None})
@@ -230,6 +240,11 @@ def train_policy(
         f"{log['start_greedy'] / unit:.2f} -> {log['best_greedy'] / unit:.2f} {name}; "
         f"saved {path}"
     )
+    if log["active_devices"] is not None:
+        typer.echo(
+            f"places on {log['active_devices']} of {devices} devices (measured cost relative to "
+            f"all {devices}: {log['device_ratios']})"
+        )
 
 
 def _train(

@@ -8,9 +8,13 @@ the shared encoder, which both losses train:
 
 Stage I imitates the critical-path heuristic from fully random rollouts (ε = 1); stage II is
 policy gradient with the simulator's makespan as the cost; stage III the same with a measured
-makespan (`einrel.place.doppler.real`). Rewards are 0 except at the end: the terminal reward is
-(baseline − cost) / baseline, the relative gain over a running average of past costs (an
-exponential average, so the baseline follows an improving policy), and R_t = γ^(T−1−t) · reward.
+makespan (`einrel.place.doppler.real`). A measured cost sees what the simulator does not: on
+`er.cpu(4)` over two cores, for one, the placements that spread over four devices run slower than
+ones on two, so stage III may also choose how many devices the policy uses (`choose_devices`).
+
+Rewards are 0 except at the end: the terminal reward is (baseline − cost) / baseline, the
+relative gain over a running average of past costs (an exponential average, so the baseline
+follows an improving policy), and R_t = γ^(T−1−t) · reward.
 
 Every `eval_every` updates the greedy policy is decoded and costed; in stages II and III the
 weights with the best greedy cost seen are the ones kept at the end of the stage (the training
