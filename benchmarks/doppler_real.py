@@ -5,8 +5,9 @@ The workload is decomposed with EinDecomp for N devices; its placement view (mod
 per task and per transfer, `einrel.place.registry.to_place_graph`) is what every placer sees.
 Doppler trains stages I and II on the simulator, then stage III with the LocalEngine's measured
 wall time as the cost (its recipe first picks, side by side, how many of the devices to place on,
-and rematches its best checkpoint against its start; `einrel.place.doppler.train`). Every placement is then run `--repeats` times, interleaved (one run of
-each placement per round, after one warm-up round), and the median wall time is reported.
+and rematches its best checkpoint against its start; `einrel.place.doppler.train`). Every
+placement is then run `--repeats` times, interleaved (one run of each placement per round, after
+one warm-up round), and the median wall time is reported.
 
 Usage: python benchmarks/doppler_real.py [--size medium] [--devices 4] [--episodes 300,400,150]
        [--policy stage3.pt] [--repeats 5]

@@ -225,6 +225,9 @@ def test_choose_devices_picks_the_measured_cheapest_device_count() -> None:
     assert log.device_ratios[2] < log.device_ratios[4] == 1.0
     assert set(policy.place(g)) <= {0, 1}
     assert policy.history[-1]["active_devices"] == 2
+    assert policy.history[-1]["options"]["choose_devices"] == 2
+    with pytest.raises(CompileError, match="rounds"):
+        train(policy, g, 3, episodes=2, oracle=two_is_best, confirm=-1)
     # even random rollouts place on those devices only
     for seed in range(3):
         assert set(policy.decode(g, eps=1.0, seed=seed).assignment) <= {0, 1}
@@ -343,6 +346,14 @@ def test_retrain_writes_a_policy_with_history(
     assert Path(best["file"]).parent == tmp_path / "best"
     with pytest.raises(CompileError, match="restart"):
         retrain.retrain(f, 3, 3.0, tmp_path / "none", restarts=0)
+    # an earlier recipe and network configuration, as the history records
+    old = retrain.retrain(f, 3, 3.0, tmp_path / "old", recipe="einrel-1", node_noise=0)
+    assert old["recipe"] == "einrel-1" and old["node_noise"] == 0
+    policy = load_policy(old["file"], 3)
+    assert policy.config.node_noise == 0
+    assert policy.history[-1]["options"]["self_imitation"] == 2.0
+    with pytest.raises(CompileError, match="unknown recipe"):
+        retrain.retrain(f, 3, 3.0, tmp_path / "none", recipe="nope")
 
 
 def test_saved_and_loaded_policies_decode_identically(tmp_path: Path, chain_mm: PlaceGraph) -> None:

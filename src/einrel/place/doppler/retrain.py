@@ -1,10 +1,12 @@
 """Retrain the committed policies: stages I then II from scratch, one recipe, a time budget.
 
     python -m einrel.place.doppler.retrain [GRAPH_FILE ...] [--budget 900] [--out DIR]
-                                           [--seed S] [--restarts R]
+                                           [--seed S] [--restarts R] [--recipe NAME]
+                                           [--node-noise K]
 
-Each graph gets a fresh policy (seed `--seed`, default 0), stage I as `RECIPES["einrel"][1]` for
-`COMMITTED_EPISODES[1]` episodes, then stage II as `RECIPES["einrel"][2]` until the graph's
+Each graph gets a fresh policy (seed `--seed`, default 0; `--node-noise` random node features,
+default `NetConfig`'s), stage I as `RECIPES[recipe][1]` (recipe "einrel" unless `--recipe`) for
+`COMMITTED_EPISODES[1]` episodes, then stage II as `RECIPES[recipe][2]` until the graph's
 wall-clock budget (both stages together, default 15 minutes) is spent. The policy is saved under
 `policies/` (or `--out`) with its training history, and one JSON line per graph is printed:
 critical-path and greedy makespans (/ 1e10), their ratio, and the episodes and seconds of each
@@ -30,6 +32,7 @@ from ...errors import CompileError
 from .. import get_placer
 from ..graphfile import load_graph_file
 from ..simulate import make_simulator
+from .model import NetConfig
 from .policy import POLICY_DIR, DopplerPolicy, policy_filename
 from .train import RECIPES, train
 
@@ -48,15 +51,28 @@ GRAPHS = {  # the released graphs and the device count each was decomposed for
 
 
 def retrain(
-    path: Path, ndev: int, budget: float, out: Path, seed: int = 0, restarts: int = 1
+    path: Path,
+    ndev: int,
+    budget: float,
+    out: Path,
+    seed: int = 0,
+    restarts: int = 1,
+    recipe: str = "einrel",
+    node_noise: int | None = None,
 ) -> dict[str, object]:
     """Train one graph's policy into `out` and describe it (see the module docstring)."""
     if restarts < 1:
         raise CompileError(f"need at least one restart, got {restarts}")
+    if recipe not in RECIPES:
+        raise CompileError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+    config = NetConfig() if node_noise is None else NetConfig(node_noise=node_noise)
     if restarts == 1:
-        return _retrain_one(path, ndev, budget, out, seed)
+        return _retrain_one(path, ndev, budget, out, seed, recipe, config)
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(path, ndev, budget, Path(tmp) / str(r), seed + r) for r in range(restarts)]
+        jobs = [
+            (path, ndev, budget, Path(tmp) / str(r), seed + r, recipe, config)
+            for r in range(restarts)
+        ]
         with ProcessPoolExecutor(restarts, mp_context=get_context("spawn")) as pool:
             rows = list(pool.map(_retrain_one, *zip(*jobs)))
         best = min(rows, key=lambda row: float(row["doppler"]))  # type: ignore[arg-type]
@@ -68,11 +84,13 @@ def retrain(
     return best
 
 
-def _retrain_one(path: Path, ndev: int, budget: float, out: Path, seed: int) -> dict[str, object]:
+def _retrain_one(
+    path: Path, ndev: int, budget: float, out: Path, seed: int, recipe: str, config: NetConfig
+) -> dict[str, object]:
     graph = load_graph_file(path)
     sim = make_simulator(graph)
     t0 = time.perf_counter()
-    policy = DopplerPolicy(ndev, seed=seed)
+    policy = DopplerPolicy(ndev, config, seed=seed)
     logs = []
     for stage in (1, 2):
         left = budget - (time.perf_counter() - t0)
@@ -84,7 +102,7 @@ def _retrain_one(path: Path, ndev: int, budget: float, out: Path, seed: int) -> 
                 episodes=COMMITTED_EPISODES[stage],
                 seed=seed + stage,
                 time_limit=left,
-                **RECIPES["einrel"][stage],
+                **RECIPES[recipe][stage],
             )
         )
     seconds = time.perf_counter() - t0
@@ -98,6 +116,8 @@ def _retrain_one(path: Path, ndev: int, budget: float, out: Path, seed: int) -> 
         "doppler": greedy / 1e10,
         "ratio": round(greedy / cp, 4),
         "seed": seed,
+        "recipe": recipe,
+        "node_noise": config.node_noise,
         "seconds": round(seconds, 1),
         "stages": [
             {
@@ -120,13 +140,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=POLICY_DIR)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--restarts", type=int, default=1, help="runs side by side, best kept")
+    ap.add_argument("--recipe", default="einrel", help=f"one of {', '.join(RECIPES)}")
+    ap.add_argument("--node-noise", type=int, help="random node features (default: NetConfig's)")
     a = ap.parse_args()
     files = list(a.graphs)
     if a.data is not None:
         files += [a.data / f"{stem}.txt" for stem in GRAPHS]
     for f in files:
         ndev = GRAPHS.get(f.stem, 4)
-        print(json.dumps(retrain(f, ndev, a.budget, a.out, a.seed, a.restarts)), flush=True)
+        row = retrain(f, ndev, a.budget, a.out, a.seed, a.restarts, a.recipe, a.node_noise)
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
