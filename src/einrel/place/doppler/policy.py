@@ -2,10 +2,10 @@
 
 A policy file records the device count the policy was trained for, how many of those devices it
 places onto (`active`, see `DopplerPolicy`), the fingerprint and name of the graphs it was trained
-on, the network sizes and a training history. Weights are stored in
-float32 (about 1.3 MB), or with `half=True` in float16 (about 0.65 MB; saving then rounds the
-in-memory weights the same way, so the saved policy and the one loaded back decode identically,
-but the rounding itself can change greedy decisions, hence the float32 default).
+on, the network sizes and a training history. Weights are stored in float32 (about 1.3 MB), or with
+`half=True` in float16 (about 0.65 MB; saving then rounds the in-memory weights the same way, so the
+saved policy and the one loaded back decode identically, but the rounding itself can change greedy
+decisions, hence the float32 default).
 
 Policies that ship with einrel live in `policies/`, named `<graph>-<N>dev-<fingerprint>.pt`;
 `find_policy` also looks in a per-user cache (`$EINREL_CACHE_DIR/doppler`, else

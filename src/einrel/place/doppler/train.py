@@ -570,7 +570,7 @@ def choose_active(
     candidates = []
     for k in counts:
         policy.active = k
-        candidates.append([policy.decode(gf, tensors=gt).assignment for gf, gt in zip(gfs, gts)])
+        candidates.append(_greedy(policy, gfs, gts))
     ratios = dict(zip(counts, side_by_side(oracles, candidates, rounds)))
     policy.active = min(counts, key=ratios.__getitem__)
     return dict(sorted(ratios.items()))
@@ -588,10 +588,16 @@ def rematch(
     candidates = []
     for state in states:
         policy.load_state(state)
-        candidates.append([policy.decode(gf, tensors=gt).assignment for gf, gt in zip(gfs, gts)])
+        candidates.append(_greedy(policy, gfs, gts))
     if all(c == candidates[0] for c in candidates):
         return [1.0] * len(candidates)
     return side_by_side(oracles, candidates, rounds)
+
+
+def _greedy(
+    policy: DopplerPolicy, gfs: Sequence[GraphFeatures], gts: Sequence[GraphTensors]
+) -> list[list[int]]:
+    return [policy.decode(gf, tensors=gt).assignment for gf, gt in zip(gfs, gts)]
 
 
 def _per_graph(
