@@ -201,10 +201,8 @@ def train_policy(
 ) -> None:
     """Train a Doppler policy on one or more graphs for one stage and save it."""
     try:
-        from .doppler.train import RECIPES
+        from .doppler.train import get_recipe
 
-        if recipe not in RECIPES:
-            raise CompileError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
         given = {
             "lr": lr,
             "eps": eps,
@@ -216,7 +214,7 @@ def train_policy(
             "choose_devices": choose_devices,
             "confirm": confirm,
         }
-        options = {**RECIPES[recipe].get(stage, {})}
+        options = {**get_recipe(recipe).get(stage, {})}
         options.update({k: v for k, v in given.items() if v is not None})
         path, log = _train(
             graphs,

@@ -34,7 +34,7 @@ from ..graphfile import load_graph_file
 from ..simulate import make_simulator
 from .model import NetConfig
 from .policy import POLICY_DIR, DopplerPolicy, policy_filename
-from .train import RECIPES, train
+from .train import RECIPES, get_recipe, train
 
 # Stage I runs a fixed number of episodes; stage II runs until the budget is spent (the cap
 # below is never reached in 15 minutes on the released graphs).
@@ -63,8 +63,7 @@ def retrain(
     """Train one graph's policy into `out` and describe it (see the module docstring)."""
     if restarts < 1:
         raise CompileError(f"need at least one restart, got {restarts}")
-    if recipe not in RECIPES:
-        raise CompileError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+    get_recipe(recipe)
     config = NetConfig() if node_noise is None else NetConfig(node_noise=node_noise)
     if restarts == 1:
         return _retrain_one(path, ndev, budget, out, seed, recipe, config)
@@ -102,7 +101,7 @@ def _retrain_one(
                 episodes=COMMITTED_EPISODES[stage],
                 seed=seed + stage,
                 time_limit=left,
-                **RECIPES[recipe][stage],
+                **get_recipe(recipe)[stage],
             )
         )
     seconds = time.perf_counter() - t0

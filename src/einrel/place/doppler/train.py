@@ -115,6 +115,15 @@ RECIPES["einrel-1"] = {
     2: {**RECIPES["einrel"][2], "self_imitation": 2.0, "polish": 0.0},
     3: RECIPES["einrel"][3],
 }
+
+
+def get_recipe(name: str) -> dict[int, dict[str, Any]]:
+    """The training options per stage of recipe `name`; CompileError listing them if unknown."""
+    if name not in RECIPES:
+        raise CompileError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
 GAMMA = 0.99
 BASELINE_DECAY = 0.95
 
