@@ -162,27 +162,29 @@ C = S.const
         (S.div(C(1), C(4)), C(0.25)),
         (S.mul(X0, C(1)), X0),
         (S.mul(C(1), X0), X0),
-        (S.add(X0, C(0)), X0),
-        (S.add(C(0), X0), X0),
-        (S.mul(X0, C(0)), C(0)),
-        (S.mul(C(0), S.exp(X0)), C(0)),
+        # x+0, x*0 and 0/x stay: -0 + 0 is +0, and NaN or inf times 0 is NaN
+        (S.add(X0, C(0)), S.add(X0, C(0))),
+        (S.add(C(0), X0), S.add(X0, C(0))),
+        (S.mul(X0, C(0)), S.mul(C(0), X0)),
+        (S.mul(C(0), S.exp(X0)), S.mul(C(0), S.exp(X0))),
         (neg(neg(X0)), X0),
         (neg(neg(neg(X0))), neg(X0)),
         (S.power(X0, C(1)), X0),
         (S.power(X0, C(0)), C(1)),
         (S.div(X0, C(1)), X0),
-        (S.div(C(0), X0), C(0)),
+        (S.div(C(0), X0), S.div(C(0), X0)),
         (S.maximum(X0, X0), X0),
         (S.mul(X0, C(-1)), neg(X0)),
         (S.mul(X0, C(3)), S.mul(C(3), X0)),
-        (S.mul(C(2), S.mul(C(3), X0)), S.mul(C(6), X0)),
+        (S.mul(C(2), S.mul(C(3), X0)), S.mul(C(2), S.mul(C(3), X0))),  # no reassociation
         (S.mul(neg(X0), neg(X1)), S.mul(X0, X1)),
         (S.add(C(2), X0), S.add(X0, C(2))),
         (S.power(S.power(X0, C(2)), C(3)), S.power(X0, C(6))),
+        (S.power(S.power(X0, C(0.5)), C(2)), S.power(S.power(X0, C(0.5)), C(2))),
         (S.select("lt", C(1), C(2), X0, X1), X0),
         (S.select("gt", C(1), C(2), X0, X1), X1),
         (S.select("lt", X0, X1, X2, X2), X2),
-        (S.add(S.mul(X0, S.add(C(1), C(-1))), S.mul(C(1), X1)), X1),
+        (S.add(S.mul(X0, S.add(C(1), C(-1))), S.mul(C(1), X1)), S.add(S.mul(C(0), X0), X1)),
     ],
 )
 def test_simplify_rules(expr, expected):
@@ -248,12 +250,48 @@ def test_simplify_preserves_values(e, seed):
         simple = np.broadcast_to(S.compile_numpy(S.simplify(e), 2)(*xs, v), (16,))
     ok = np.isfinite(raw) & (np.abs(raw) < 1e100)
     assume(ok.any())
-    # Folding constants, c1*(c2*x) -> (c1 c2)*x and (x^a)^b -> x^(ab) change rounding by a few
+    # Folding constants and (x^a)^b -> x^(ab) change rounding by a few
     # ulps per rewrite (64 ulps of the largest magnitude covers a 12-leaf tree); exp turns a
     # relative change d of its argument t into |t| d, and values below 1e100 keep |t| < 231
     # (< 5.5 for an exp nested inside), so 64 ulps * 231 * 5.5 ~ 1e-11 relative bounds it.
     scale = np.abs(raw[ok]).max() + 1
     np.testing.assert_allclose(simple[ok], raw[ok], rtol=1e-11, atol=64 * U64 * scale)
+
+
+SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 2.5, -3.0, 1e300])
+
+
+@settings(max_examples=200, deadline=None)
+@given(_expr_trees(2, leaf_values=(-2.0, -1.0, 0.0, 0.5, 1.0, 2.0)))
+def test_simplify_keeps_nan_and_inf(e):
+    """On NaN, +-inf and zeros the simplified expression is NaN, inf or finite exactly where the
+    original is (x*0 of NaN is NaN in numpy, and so in einrel)."""
+    xs = np.meshgrid(SPECIALS, SPECIALS)
+    xs = [xs[0].ravel(), xs[1].ravel()]
+    v = {"v": 0.0}
+    with np.errstate(all="ignore"):
+        raw = np.broadcast_to(S.compile_numpy(e, 2)(*xs, v), xs[0].shape)
+        simple = np.broadcast_to(S.compile_numpy(S.simplify(e), 2)(*xs, v), xs[0].shape)
+    np.testing.assert_array_equal(np.isnan(simple), np.isnan(raw))
+    np.testing.assert_array_equal(np.isposinf(simple), np.isposinf(raw))
+    np.testing.assert_array_equal(np.isneginf(simple), np.isneginf(raw))
+
+
+@pytest.mark.parametrize("x", [math.nan, math.inf, -math.inf])
+def test_times_zero_is_not_simplified_away(x):
+    t = er.input("t", (3,), "float64")
+    tv = np.array([x, 1.0, 0.0])
+    with np.errstate(all="ignore"):
+        cases = [
+            (t * 0, tv * 0),
+            (0 * t, 0 * tv),
+            (0.0 / t, 0.0 / tv),
+            (t + 0.0, tv + 0.0),
+            (er.einsum("a->a", t, join=lambda a: a * 0 + a * 0, agg=None), tv * 0 + tv * 0),
+        ]
+        for y, want in cases:
+            for got in (er.evaluate(y, {"t": tv}), er.compile(y).run({"t": tv})[0]):
+                np.testing.assert_array_equal(got, want)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,9 +5,13 @@ elementwise einsums; computed one node at a time each writes and reads a whole t
 join is a scalar expression, the producer's join can be substituted into the consumer's join
 (its labels renamed to the consumer's), which removes the node, its blocks and its memory.
 
+The fold is exact for any producer and consumer: the consumer's join space (its labels and their
+sizes) is kept as it is, so a producer with no operands (a constant or a broadcast fill) or one
+the consumer reads several times, under the same or other labels, folds like any other.
+
 A producer is folded only when that cannot cost speed or change results: it is an elementwise
-float32/float64 einsum with exactly one consumer that reads it once, it is not a graph output,
-and a consumer that ran as a BLAS contraction still does after the fold.
+float32/float64 einsum whose only consumer has its dtype, its operands have its dtype, it is not
+a graph output, and a consumer that ran as a BLAS contraction still does after the fold.
 """
 
 from __future__ import annotations
@@ -28,42 +32,51 @@ def _foldable(graph: Graph, p: GNode, c: GNode) -> bool:
         p.op == "einsum"
         and p.einsum.agg is None
         and p.dtype in ("float32", "float64")
+        and p.dtype == c.dtype
         and not p.stop_grad
         and p.id not in graph.outputs
         and graph.consumers(p.id) == (c.id,)
-        and c.inputs.count(p.id) == 1
         and all(graph[i].dtype == p.dtype for i in p.inputs)
     )
 
 
-def _fold(
-    op: Einsum, k: int, inner: Einsum, inner_inputs: tuple[int, ...], inputs: tuple[int, ...]
+def fold(
+    op: Einsum,
+    srcs: tuple[int, ...],
+    producer: int,
+    inner: Einsum,
+    inner_srcs: tuple[int, ...],
 ) -> tuple[Einsum, tuple[int, ...]]:
-    """Substitute `inner` (elementwise, the producer of operand k) into `op`."""
-    rename = dict(zip(inner.output, op.inputs[k]))
-    labels = list(op.inputs[:k]) + ["".join(rename[c] for c in labs) for labs in inner.inputs]
-    labels += op.inputs[k + 1 :]
-    srcs = list(inputs[:k]) + list(inner_inputs) + list(inputs[k + 1 :])
-    m = inner.arity
-    shift = {i: i if i < k else i + m - 1 for i in range(op.arity) if i != k}
-    join = S.substitute(
-        S.remap_holes(op.join, shift) if shift else op.join,
-        {k: S.remap_holes(inner.join, {j: k + j for j in range(m)})},
-    )
-    # Operands that are the same tensor under the same labels become one hole.
+    """`op` (reading `srcs`) with every operand that is `producer` replaced by `inner`'s join.
+
+    Each such operand k becomes `inner`'s operands under `inner`'s labels renamed to operand k's
+    labels; all holes are renumbered in one simultaneous substitution, and operands that end up
+    the same tensor under the same labels share one hole. The join space does not change.
+    """
+    labels: list[str] = []
+    sources: list[int] = []
+    subst: dict[int, S.Expr] = {}
+    for k, (labs, src) in enumerate(zip(op.inputs, srcs)):
+        if src != producer:
+            subst[k] = S.hole(len(sources))
+            labels.append(labs)
+            sources.append(src)
+            continue
+        rename = dict(zip(inner.output, labs))
+        start = len(sources)
+        for ilabs, isrc in zip(inner.inputs, inner_srcs):
+            labels.append("".join(rename[c] for c in ilabs))
+            sources.append(isrc)
+        subst[k] = S.remap_holes(inner.join, {j: start + j for j in range(inner.arity)})
+    join = S.substitute(op.join, subst)
     seen: dict[tuple[int, str], int] = {}
-    keep_labels, keep_srcs, remap = [], [], {}
-    for i, key in enumerate(zip(srcs, labels)):
-        if key not in seen:
-            seen[key] = len(keep_srcs)
-            keep_srcs.append(key[0])
-            keep_labels.append(key[1])
-        remap[i] = seen[key]
+    remap: dict[int, int] = {}
+    for i, key in enumerate(zip(sources, labels)):
+        remap[i] = seen.setdefault(key, len(seen))
+    keys = list(seen)
     join = S.simplify(S.remap_holes(join, remap))
-    size = op.size
-    agg = list(dict.fromkeys(c for labs in keep_labels for c in labs if c not in op.output))
-    sizes = tuple((c, size[c]) for c in [*op.output, *agg])
-    return Einsum(tuple(keep_labels), op.output, sizes, join, op.agg), tuple(keep_srcs)
+    new = Einsum(tuple(lab for _, lab in keys), op.output, op.sizes, join, op.agg)
+    return new, tuple(src for src, _ in keys)
 
 
 def fuse_elementwise(graph: Graph) -> Graph:
@@ -75,16 +88,24 @@ def fuse_elementwise(graph: Graph) -> Graph:
         if n.op != "einsum":
             continue
         op, srcs = n.einsum, n.inputs
-        k = 0
-        while k < len(srcs):
-            p = graph[srcs[k]]
-            if p.id in ops and _foldable(graph, p, n) and p.dtype == n.dtype:
-                new_op, new_srcs = _fold(op, k, ops[p.id], ins[p.id], srcs)
-                if not _factorable(op) or _factorable(new_op):
-                    op, srcs = new_op, new_srcs
-                    absorbed.add(p.id)
-                    continue  # operand k is now the producer's first operand: look again
-            k += 1
+        refused: set[int] = set()
+        while True:
+            p = next(
+                (
+                    graph[s]
+                    for s in dict.fromkeys(srcs)
+                    if s in ops and s not in refused and _foldable(graph, graph[s], n)
+                ),
+                None,
+            )
+            if p is None:
+                break
+            new_op, new_srcs = fold(op, srcs, p.id, ops[p.id], ins[p.id])
+            if _factorable(op) and not _factorable(new_op):
+                refused.add(p.id)
+                continue
+            op, srcs = new_op, new_srcs
+            absorbed.add(p.id)
         ops[n.id], ins[n.id] = op, srcs
     if not absorbed:
         return graph
@@ -95,18 +116,15 @@ def fuse_elementwise(graph: Graph) -> Graph:
             continue
         i = len(nodes)
         new_id[n.id] = i
-        attrs = ops.get(n.id, n.attrs)
-        inputs = ins.get(n.id, n.inputs)
-        name = n.name if n.op == "input" else f"%{i}"
         nodes.append(
             GNode(
                 i,
                 n.op,
-                tuple(new_id[j] for j in inputs),
+                tuple(new_id[j] for j in ins.get(n.id, n.inputs)),
                 n.shape,
                 n.dtype,
-                attrs,
-                name,
+                ops.get(n.id, n.attrs),
+                n.name if n.op == "input" else f"%{i}",
                 n.stop_grad,
             )
         )
