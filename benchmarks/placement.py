@@ -23,20 +23,14 @@ from pathlib import Path
 from einrel.errors import CompileError
 from einrel.place import get_placer, load_graph_file
 from einrel.place.dag import PlaceGraph, lower_bound, single_device_makespan
+from einrel.place.graphfile import RELEASED_DIR, RELEASED_GRAPHS
 from einrel.place.listsched import critical_path
 from einrel.place.search import anneal
 from einrel.place.simulate import make_simulator
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "doppler-graphs"
-GRAPHS = {  # file stem -> devices it was decomposed for
-    "chain_mm_112nodes": 4,
-    "ffnn_192nodes": 4,
-    "transformer_block_215nodes": 4,
-    "full_transformer_layer_261nodes": 4,
-    "8gpu_transformer_block": 8,
-    "8gpu_full_transformer": 8,
-}
+DATA = RELEASED_DIR
+GRAPHS = RELEASED_GRAPHS  # file stem -> devices it was decomposed for
 UNIT = 1e10  # the papers' tools divide makespans by 1e10
 CP_TIE_SEEDS = 20
 

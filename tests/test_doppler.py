@@ -27,17 +27,11 @@ from einrel.place.doppler.model import GraphTensors, PlcNumpy
 from einrel.place.doppler.placer import policy_for
 from einrel.place.doppler.policy import POLICY_DIR
 from einrel.place.doppler.train import side_by_side
+from einrel.place.graphfile import RELEASED_DIR, RELEASED_GRAPHS
 from einrel.place.simulate import check_assignment, make_simulator
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
-GRAPHS = {
-    "chain_mm_112nodes": 4,
-    "ffnn_192nodes": 4,
-    "transformer_block_215nodes": 4,
-    "full_transformer_layer_261nodes": 4,
-    "8gpu_transformer_block": 8,
-    "8gpu_full_transformer": 8,
-}
+DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
+GRAPHS = RELEASED_GRAPHS
 
 
 @pytest.fixture(autouse=True)

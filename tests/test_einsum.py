@@ -13,6 +13,7 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ from hypothesis import strategies as st
 import einrel as er
 from einrel import kernels
 from einrel.einsum import AGGS, make_einsum, parse_spec
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 U64 = 2.0**-53
 U32 = 2.0**-24
@@ -454,8 +457,8 @@ def readme_sizes(readme: str) -> dict[str, int]:
     return {lab: int(n) for ln in block for lab, n in re.findall(r"(\w) (\d+)", ln)}
 
 
-def test_opt_einsum_contract_cases(data_dir):
-    folder = data_dir / "einsum-cases"
+def test_opt_einsum_contract_cases():
+    folder = DATA_DIR / "einsum-cases"
     sizes = readme_sizes((folder / "README.md").read_text())
     assert len(sizes) == 20 and sizes["a"] == 2 and sizes["C"] == 9
     lines = (folder / "opt_einsum_contract_cases.txt").read_text().split("\n")

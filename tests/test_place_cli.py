@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from einrel.place import load_graph_file
 from einrel.place.cli import app
 from einrel.place.doppler import DopplerPolicy, load_policy
+from einrel.place.graphfile import RELEASED_DIR
 from einrel.place.simulate import simulate
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
+DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
 FFNN = DATA / "ffnn_192nodes.txt"
 runner = CliRunner()
 

@@ -10,13 +10,15 @@ import pytest
 from einrel.errors import EinrelError, GraphFileError
 from einrel.place import load_graph_file
 from einrel.place.graphfile import (
+    RELEASED_DIR,
+    RELEASED_GRAPHS,
     format_graph_text,
     parse_graph_text,
     read_graph_file,
     write_graph_file,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
+DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
 
 # file: (line 1, ops, line-2 ids, edges), PAPERS §4.10
 TABLE = {
@@ -121,3 +123,16 @@ def test_malformed_files_name_the_file_and_line(
 def test_missing_file_is_a_graph_file_error(tmp_path: Path) -> None:
     with pytest.raises(GraphFileError, match="cannot read"):
         load_graph_file(tmp_path / "nope.txt")
+
+
+def test_released_graphs_ship_with_the_package_and_load_by_name():
+    for stem in RELEASED_DIR.glob("*.txt"):
+        assert stem.stem in RELEASED_GRAPHS
+    assert len(RELEASED_GRAPHS) == 6
+    assert "CC BY 4.0" in (RELEASED_DIR / "README.md").read_text()
+    for name in RELEASED_GRAPHS:
+        by_name = read_graph_file(name)
+        assert by_name == read_graph_file(RELEASED_DIR / f"{name}.txt")
+        assert by_name == read_graph_file(f"{name}.txt")
+    with pytest.raises(GraphFileError, match="cannot read"):
+        read_graph_file("no_such_graph")

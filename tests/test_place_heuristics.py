@@ -4,26 +4,19 @@ registry, and the other placers' contracts."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 from einrel.errors import CompileError
 from einrel.place import PLACERS, PlaceGraph, get_placer, load_graph_file, simulate
 from einrel.place.dag import b_levels
+from einrel.place.graphfile import RELEASED_DIR, RELEASED_GRAPHS
 from einrel.place.heuristics import random_best, round_robin
 from einrel.place.listsched import critical_path_schedule, heft_schedule
 from einrel.place.simulate import make_simulator
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
-GRAPHS = {
-    "chain_mm_112nodes": 4,
-    "ffnn_192nodes": 4,
-    "transformer_block_215nodes": 4,
-    "full_transformer_layer_261nodes": 4,
-    "8gpu_transformer_block": 8,
-    "8gpu_full_transformer": 8,
-}
+DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
+GRAPHS = RELEASED_GRAPHS
 
 
 def fork_join() -> PlaceGraph:

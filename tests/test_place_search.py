@@ -4,18 +4,18 @@ and well below critical path on the released graphs."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from einrel.errors import CompileError
 from einrel.place import load_graph_file
+from einrel.place.graphfile import RELEASED_DIR
 from einrel.place.heuristics import search_placer
 from einrel.place.listsched import critical_path
 from einrel.place.search import anneal
 from einrel.place.simulate import make_simulator
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
+DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,6 @@ invariants of work-conserving FIFO execution on random DAGs."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,9 +10,10 @@ from hypothesis import strategies as st
 from einrel.errors import CompileError
 from einrel.place import PlaceGraph, load_graph_file, simulate
 from einrel.place.dag import lower_bound, single_device_makespan
+from einrel.place.graphfile import RELEASED_DIR
 from einrel.place.simulate import make_simulator, makespan
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doppler-graphs"
+DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
 
 # file: (devices, 1 device, round-robin) in units of 1e10, PAPERS §4.11
 REFERENCE = {

@@ -110,3 +110,15 @@ def test_large_custom_einsum_in_chunks():
     want = (A * A).sum(1)[:, None] - 2 * A @ B + (B * B).sum(0)[None]
     # sums of 128 terms of size <= 4: rounding below 256 u * 512 ~ 3e-11
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_outputs_never_alias_feeds():
+    """Outputs that are inputs (astype to the same dtype, a one-tensor concat, the input
+    itself) or views of them come back as copies: writing into a result leaves the feed alone."""
+    x = er.input("x", (4, 3), "float64")
+    xv = np.arange(12.0).reshape(4, 3)
+    for y in (x.astype("float64"), er.concat([x]), x, x.reshape(12), x[1:3], x.T):
+        for got in (er.evaluate(y, {"x": xv}), er.compile(y).run({"x": xv})[0]):
+            assert not np.may_share_memory(got, xv), y
+            got[...] = -1.0
+            np.testing.assert_array_equal(xv, np.arange(12.0).reshape(4, 3))

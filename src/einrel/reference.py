@@ -99,6 +99,7 @@ def run_node(
 def interpret(graph: Graph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
     """Run `graph` on `feeds`; free each intermediate after its last use."""
     env, variables = bind_feeds(graph, feeds)
+    fed = list(env.values())
     last_use = {j: i for i, n in enumerate(graph.nodes) for j in n.inputs}
     keep = set(graph.outputs)
     for n in graph.nodes:
@@ -107,8 +108,15 @@ def interpret(graph: Graph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         for j in set(n.inputs):
             if last_use[j] == n.id and j not in keep:
                 del env[j]
-    # Never hand back a view of a feed (an input, or a reshape/slice of one) as a result.
-    return [env[i] if env[i].flags.owndata else env[i].copy() for i in graph.outputs]
+    # Never hand back a feed, or a view of one (a reshape or slice of an input), as a result:
+    # writing into a result must not change the caller's arrays.
+    return [_unaliased(env[i], fed) for i in graph.outputs]
+
+
+def _unaliased(a: np.ndarray, feeds: Sequence[np.ndarray]) -> np.ndarray:
+    if a.flags.owndata and not any(np.may_share_memory(a, f) for f in feeds):
+        return a
+    return a.copy()
 
 
 def evaluate(outputs: Tensor | Sequence[Tensor], feeds: Mapping[str, Any]) -> Any:

@@ -50,7 +50,12 @@ def _fail(err: EinrelError) -> typer.Exit:
 
 @app.command("graph")
 def place_graph(
-    graph: Annotated[Path, typer.Argument(help="A graph file in Doppler's format.")],
+    graph: Annotated[
+        Path,
+        typer.Argument(
+            help="A graph file in Doppler's format, or a released graph's name (ffnn_192nodes, ...)."
+        ),
+    ],
     devices: Annotated[int, typer.Option("--devices", "-n", help="Number of devices.")],
     placer: Annotated[
         str,

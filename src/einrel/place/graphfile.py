@@ -99,9 +99,43 @@ def parse_graph_text(text: str, source: str = "<string>", name: str | None = Non
     return GraphFile(graph, tuple(inputs), tuple(types))
 
 
-def read_graph_file(path: str | Path) -> GraphFile:
-    """Read a graph file, keeping input ids and op types."""
+# Doppler's six released graphs (CC BY 4.0, see graphs/README.md) and the device count each
+# was decomposed for.
+RELEASED_DIR = Path(__file__).resolve().parent / "graphs"
+RELEASED_GRAPHS: dict[str, int] = {
+    "chain_mm_112nodes": 4,
+    "ffnn_192nodes": 4,
+    "transformer_block_215nodes": 4,
+    "full_transformer_layer_261nodes": 4,
+    "8gpu_transformer_block": 8,
+    "8gpu_full_transformer": 8,
+}
+
+
+def released_graph_path(name: str) -> Path:
+    """The shipped file of a released graph, by its name (`"ffnn_192nodes"`)."""
+    if name not in RELEASED_GRAPHS:
+        raise GraphFileError(
+            f"no released graph named {name!r}; released: {', '.join(RELEASED_GRAPHS)}"
+        )
+    return RELEASED_DIR / f"{name}.txt"
+
+
+def resolve_graph_path(path: str | Path) -> Path:
+    """`path` itself when it exists, else the released graph of that name (with or without
+    `.txt`), so that `ffnn_192nodes` names the shipped file."""
     p = Path(path)
+    if p.exists():
+        return p
+    stem = p.name.removesuffix(".txt")
+    if stem in RELEASED_GRAPHS and p.parent == Path("."):
+        return released_graph_path(stem)
+    return p
+
+
+def read_graph_file(path: str | Path) -> GraphFile:
+    """Read a graph file (a path, or a released graph's name), keeping input ids and op types."""
+    p = resolve_graph_path(path)
     try:
         text = p.read_text()
     except OSError as err:
@@ -110,7 +144,7 @@ def read_graph_file(path: str | Path) -> GraphFile:
 
 
 def load_graph_file(path: str | Path) -> PlaceGraph:
-    """Read a graph file and return just the graph to place."""
+    """Read a graph file (a path or a released graph's name) and return the graph to place."""
     return read_graph_file(path).graph
 
 

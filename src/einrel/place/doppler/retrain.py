@@ -1,9 +1,10 @@
 """Retrain the committed policies: stages I then II from scratch, one recipe, a time budget.
 
-    python -m einrel.place.doppler.retrain [GRAPH_FILE ...] [--budget 900] [--out DIR]
+    python -m einrel.place.doppler.retrain [GRAPH ...] [--released] [--budget 900] [--out DIR]
                                            [--seed S] [--restarts R] [--recipe NAME]
                                            [--node-noise K]
 
+GRAPH is a graph file or a released graph's name; `--released` trains all six released graphs.
 Each graph gets a fresh policy (seed `--seed`, default 0; `--node-noise` random node features,
 default `NetConfig`'s), stage I as `RECIPES[recipe][1]` (recipe "einrel" unless `--recipe`) for
 `COMMITTED_EPISODES[1]` episodes, then stage II as `RECIPES[recipe][2]` until the graph's
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from ...errors import CompileError
 from .. import get_placer
-from ..graphfile import load_graph_file
+from ..graphfile import RELEASED_GRAPHS, load_graph_file, released_graph_path
 from ..simulate import make_simulator
 from .model import NetConfig
 from .policy import POLICY_DIR, DopplerPolicy, policy_filename
@@ -40,14 +41,6 @@ from .train import RECIPES, get_recipe, train
 # below is never reached in 15 minutes on the released graphs).
 COMMITTED_EPISODES = {1: 800, 2: 1_000_000}
 BUDGET_SECONDS = 900.0
-GRAPHS = {  # the released graphs and the device count each was decomposed for
-    "chain_mm_112nodes": 4,
-    "ffnn_192nodes": 4,
-    "transformer_block_215nodes": 4,
-    "full_transformer_layer_261nodes": 4,
-    "8gpu_transformer_block": 8,
-    "8gpu_full_transformer": 8,
-}
 
 
 def retrain(
@@ -133,8 +126,10 @@ def _retrain_one(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("graphs", nargs="*", type=Path, help="Doppler graph files")
-    ap.add_argument("--data", type=Path, help="folder of the released graphs (all six)")
+    ap.add_argument("graphs", nargs="*", type=Path, help="graph files or released graph names")
+    ap.add_argument(
+        "--released", action="store_true", help="all six released graphs (shipped with einrel)"
+    )
     ap.add_argument("--budget", type=float, default=BUDGET_SECONDS, help="seconds per graph")
     ap.add_argument("--out", type=Path, default=POLICY_DIR)
     ap.add_argument("--seed", type=int, default=0)
@@ -143,10 +138,10 @@ def main() -> None:
     ap.add_argument("--node-noise", type=int, help="random node features (default: NetConfig's)")
     a = ap.parse_args()
     files = list(a.graphs)
-    if a.data is not None:
-        files += [a.data / f"{stem}.txt" for stem in GRAPHS]
+    if a.released:
+        files += [released_graph_path(stem) for stem in RELEASED_GRAPHS]
     for f in files:
-        ndev = GRAPHS.get(f.stem, 4)
+        ndev = RELEASED_GRAPHS.get(f.stem, 4)
         row = retrain(f, ndev, a.budget, a.out, a.seed, a.restarts, a.recipe, a.node_noise)
         print(json.dumps(row), flush=True)
 
