@@ -53,7 +53,7 @@ def place_graph(
     graph: Annotated[
         Path,
         typer.Argument(
-            help="A graph file in Doppler's format, or a released graph's name (ffnn_192nodes, ...)."
+            help="A graph file in Doppler's format, or a released graph's name (ffnn_192nodes)."
         ),
     ],
     devices: Annotated[int, typer.Option("--devices", "-n", help="Number of devices.")],
