@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.einrel-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test fuzz lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+# The differential harness on many random graphs (FUZZ_EXAMPLES of them, default 50000).
+FUZZ_EXAMPLES ?= 50000
+fuzz: $(STAMP)
+	$(PY) -m pytest tests/test_differential.py -n 2 --fuzz-examples $(FUZZ_EXAMPLES)
 
 lint: $(STAMP)
 	$(PY) -m ruff check --fix src tests benchmarks

@@ -134,7 +134,14 @@ class Program:
         return assemble_outputs(self.plan.tasks, res.values)
 
     def simulate(self) -> float:
-        """Simulated makespan in seconds under the calibrated cost model."""
+        """Simulated makespan in seconds under the program's cost model: of the memory plan
+        (evictions, loads and all) when there is one, else of the placed task graph."""
+        if self.plan.memgraph is not None:
+            from .runtime.memsim import simulate_memory
+
+            return simulate_memory(
+                self.plan.memgraph, self.priority, cost_model=self.cost_model
+            ).makespan_s
         from .runtime.sim import SimEngine
 
         return (

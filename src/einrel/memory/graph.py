@@ -133,9 +133,9 @@ class MemGraph:
         return tuple(range(len(self.nodes)))
 
     def arena_size(self, device: int) -> int:
-        """Bytes an engine must reserve for `device`: the budget, or the high-water mark."""
-        b = self.budgets[device]
-        return self.stats.arena_bytes[device] if b is None else b
+        """Bytes an engine must reserve for `device`: the plan's high-water mark, at most the
+        budget (a generous budget costs nothing; every region lies below the mark)."""
+        return self.stats.arena_bytes[device]
 
     def block_bytes(self, block: int) -> int:
         """Bytes a block really holds (its region may be larger, for alignment)."""
