@@ -139,7 +139,6 @@ class _Tensor:
     lo: float
     hi: float
     input: bool = False
-    uses: int = 0
 
     @property
     def mag(self) -> float:
@@ -193,9 +192,7 @@ class _Builder:
         fits = [t for t in self.pool if pred(t)]
         if not fits:
             return None
-        t = self.ch.pick(fits[::-1])  # recent tensors first: deeper graphs
-        t.uses += 1
-        return t
+        return self.ch.pick(fits[::-1])  # recent tensors first: deeper graphs
 
     def bounded(self, t: _Tensor, limit: float = SQUASH) -> _Tensor:
         """`t`, or tanh(t) when its values may exceed `limit`."""
@@ -204,10 +201,8 @@ class _Builder:
         return self.derived(f"er.tanh({t.name})", t.shape, math.tanh(t.lo), math.tanh(t.hi))
 
     def derived(self, expr: str, shape: tuple[int, ...], lo: float, hi: float) -> _Tensor:
-        """A helper tensor made for one op, which reads it (so it is not a loss term)."""
-        t = self.emit(expr, shape, lo, hi)
-        t.uses = 1
-        return t
+        """A helper tensor made for one op (which reads it)."""
+        return self.emit(expr, shape, lo, hi)
 
     def positive(self, t: _Tensor, floor: float) -> _Tensor:
         """`t` when its values are >= floor, else a positive function of it."""
@@ -621,7 +616,11 @@ def draw_case(ch: Choices, max_ops: int = 8) -> Case:
     table = [op for op, w in OPS for _ in range(w)]
     for _ in range(ch.integer(1, max_ops)):
         ch.pick(table)(b)
-    sinks = [t for t in b.pool if t.uses == 0 and not t.input] or [b.pool[-1]]
+    # Tensors no later line reads are the loss's terms, so that every line reaches the loss.
+    read = [set(re.findall(r"\w+", line.partition("=")[2])) for line in b.lines]
+    sinks = [t for t in b.pool if not t.input and not any(t.name in words for words in read)] or [
+        b.pool[-1]
+    ]
     terms = []
     for t in sinks:
         t = b.bounded(t, 1e3) if math.isfinite(t.lo) else t

@@ -207,13 +207,17 @@ class TorchRef:
     def concat(tensors: Sequence[Value], axis: int = 0) -> Value:
         return torch.cat(list(tensors), dim=axis)
 
+    # A slice of everything and a reshape to the same shape are the tensor itself in einrel
+    # (no new node), which matters for a gradient taken with respect to them.
     @staticmethod
     def slice(x: Value, starts: Sequence[int], stops: Sequence[int]) -> Value:
+        if not any(starts) and tuple(stops) == tuple(x.shape):
+            return x
         return x[tuple(slice(a, b) for a, b in zip(starts, stops))]
 
     @staticmethod
     def reshape(x: Value, shape: Sequence[int]) -> Value:
-        return x.reshape(tuple(shape))
+        return x if tuple(shape) == tuple(x.shape) else x.reshape(tuple(shape))
 
     @staticmethod
     def transpose(x: Value, axes: Sequence[int] | None = None) -> Value:
