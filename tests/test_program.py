@@ -227,3 +227,30 @@ def test_failing_kernel_fails_the_run_and_the_program_runs_again(
     np.testing.assert_allclose(got[0], want[0], rtol=RTOL)
     assert threading.active_count() == threads
     prog.close()
+
+
+@pytest.mark.parametrize("memory", [None, "6KiB"])
+def test_one_program_run_from_several_threads(memory: str | None) -> None:
+    """Concurrent runs of one program (with and without a memory budget, whose arenas the
+    runs share) each return their own feeds' results."""
+    wl, _, _ = workload("ffnn_train")
+    prog = er.compile(wl.outputs, devices=er.cpu(2, memory=memory))
+    feeds = [wl.make_feeds(seed) for seed in range(4)]
+    want = [er.evaluate(wl.outputs, f) for f in feeds]
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        for rep in range(6):
+            i = (k + rep) % len(feeds)
+            got = prog.run(feeds[i])
+            for a, b in zip(got, want[i]):
+                if not np.allclose(a, b, rtol=RTOL, atol=RTOL * float(np.max(np.abs(b)))):
+                    errors.append(f"thread {k} run {rep} feeds {i}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a run hung"
+    assert errors == []

@@ -7,6 +7,7 @@ Each stage is a pure function; the Program only holds their results and the engi
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,10 +107,21 @@ class Program:
         self.cost_model = cost_model
         self.priority = priority
         self.report = Report()
+        # An engine owns its arenas, actors and buffers: runs of one program take turns.
+        self._lock = threading.Lock()
 
     def run(self, feeds: Mapping[str, Any], trace: str | None = None) -> list[np.ndarray]:
-        """Run on `feeds`; `trace="out.json"` also writes a Chrome trace and `out.png`."""
+        """Run on `feeds`; `trace="out.json"` also writes a Chrome trace and `out.png`.
+
+        Safe to call from several threads: the runs of one program take turns (each returns
+        its own arrays; `report` describes the last one to finish)."""
         inputs, variables = bind_feeds(self.plan.graph, feeds)
+        with self._lock:
+            return self._run(inputs, variables, trace)
+
+    def _run(
+        self, inputs: dict[int, np.ndarray], variables: dict[str, float], trace: str | None
+    ) -> list[np.ndarray]:
         mg = self.plan.memgraph
         work = self.plan.tasks if mg is None else mg
         res = self.engine.run(work, inputs, variables, trace=trace is not None)
@@ -159,7 +171,8 @@ class Program:
     def close(self) -> None:
         close = getattr(self.engine, "close", None)
         if close is not None:
-            close()
+            with self._lock:
+                close()
 
 
 def compile(

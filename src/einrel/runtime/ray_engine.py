@@ -1,7 +1,10 @@
 """The Ray engine (`er.ray(n, address=None, memory=None)`): one long-lived actor per device.
 
 Actors are created when the program is compiled, each pinned to a node (node affinity, hard), so
-the placement the compiler chose is final. Each actor runs the shared scheduling core on its own
+the placement the compiler chose is final. They are shared: device k on a node is one named actor
+that every program of this process using that node's k-th device attaches to (each program ships
+its own plans to it, and runs of different programs may overlap), so two programs need no more
+CPUs than the larger of them. The last program to close kills the actor. Each actor runs the shared scheduling core on its own
 part of the plan (`ray_plan.split_plan`) with `run_task` as the kernel, and its BLAS pool is
 limited to its share of the node's cores. Blocks move actor to actor through Ray's object store:
 the producer `ray.put`s a block other devices read and sends the reference to each destination
@@ -22,9 +25,11 @@ Ray is imported only by this module and `ray_worker`; `import einrel` never load
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
 import socket
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -52,6 +57,42 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
     ) from _exc
 
 MAX_CACHED_PLANS = 4
+
+
+class _Owners:
+    """The handles that keep this process's shared device actors alive, by (Ray job, name).
+
+    A Ray actor lives while the handle its creator got lives (handles looked up by name do not
+    count), so the process, not any one program, must hold it: a program that created an actor
+    may close while others still use it. This is the one piece of process-wide state of the
+    Ray engine, as the Ray connection itself is.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.handles: dict[tuple[str, str], Any] = {}
+
+    def get_or_start(self, name: str, start: Any) -> Any:
+        key = (ray.get_runtime_context().get_job_id(), name)
+        with self.lock:
+            h = self.handles.get(key)
+            if h is None:
+                h = self.handles[key] = start()
+            return h
+
+    def current(self, name: str) -> Any:
+        return self.handles.get((ray.get_runtime_context().get_job_id(), name))
+
+    def drop(self, name: str, handle: Any) -> None:
+        """Forget `handle` (dead or killed) unless the name already holds a newer actor."""
+        key = (ray.get_runtime_context().get_job_id(), name)
+        with self.lock:
+            h = self.handles.get(key)
+            if h is not None and h._actor_id == handle._actor_id:
+                del self.handles[key]
+
+
+_OWNERS = _Owners()
 
 
 class RayEngine:
@@ -98,6 +139,7 @@ class RayEngine:
         self.abort_timeout_s = abort_timeout_s
         self.run_timeout_s = run_timeout_s
         self._run_ids = itertools.count()
+        self.engine_id = uuid.uuid4().hex
         self._plans: OrderedDict[int, tuple[TaskGraph, Priority, CostModel, str, Plan, list]] = (
             OrderedDict()
         )
@@ -110,13 +152,11 @@ class RayEngine:
         per_node = {n: self.node_ids.count(n) for n in set(self.node_ids)}
         self._blas = blas_threads
         self._per_node = per_node
+        self.names = self._actor_names()
         self.actors: list[Any] = [None] * self.ndev
         self.info: list[dict[str, Any]] = [{} for _ in range(self.ndev)]
         try:
-            for d in range(self.ndev):
-                self.actors[d] = self._spawn(d)
-            self._await_ready(range(self.ndev), CompileError)
-            ray.get([a.connect.remote(self.actors) for a in self.actors])
+            self._acquire(range(self.ndev), CompileError)
         except BaseException:
             self.close()
             raise
@@ -161,63 +201,116 @@ class RayEngine:
             short -= extra
         return [nodes[i]["NodeID"] for i, q in enumerate(quota) for _ in range(q)]
 
+    def _actor_names(self) -> list[str]:
+        """The shared actor each device uses: the k-th einrel device of its node, for actors
+        made with these options (a custom runner gets actors of its own)."""
+        opts = (self.cpus_per_device, self.devices.memory, self._blas)
+        tag = uuid.uuid4().hex if self.runner is not None else repr(opts)
+        digest = hashlib.sha1(tag.encode()).hexdigest()[:10]
+        seen: dict[str, int] = {}
+        names = []
+        for node in self.node_ids:
+            k = seen.get(node, 0)
+            seen[node] = k + 1
+            names.append(f"einrel-device-{node[:16]}-{k}-{digest}")
+        return names
+
     def _spawn(self, d: int) -> Any:
+        """The actor named for device d: the running one, or a new one pinned to its node."""
         from .ray_worker import DeviceWorker
 
         node = self.node_ids[d]
         options: dict[str, Any] = {
+            "name": self.names[d],
             "num_cpus": self.cpus_per_device,
-            "max_concurrency": 16,
+            "max_concurrency": 64,
             "max_restarts": 0,
             "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False),
         }
         if self.devices.memory is not None:
             options["memory"] = self.devices.memory
-        cls = ray.remote(DeviceWorker)
-        return cls.options(**options).remote(d, self._blas, self._per_node[node], self.runner)
+        cls = ray.remote(DeviceWorker).options(**options)
+        return _OWNERS.get_or_start(
+            self.names[d], lambda: cls.remote(d, self._blas, self._per_node[node], self.runner)
+        )
 
-    def _await_ready(self, devices: Sequence[int] | range, error: type[Exception]) -> None:
-        refs = {self.actors[d].ready.remote(): d for d in devices}
-        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.startup_timeout_s)
-        for r in ready:
-            d = refs[r]
-            try:
-                self.info[d] = ray.get(r)
-            except Exception as exc:
+    def _acquire(self, devices: Sequence[int] | range, error: type[Exception]) -> None:
+        """Attach this engine to the actors of `devices`, starting those that do not run; an
+        actor that is closing (its last program just left) is waited out and started anew."""
+        todo = list(devices)
+        deadline = time.perf_counter() + self.startup_timeout_s
+        while todo:
+            refs = {}
+            for d in todo:
+                self.actors[d] = self._spawn(d)
+                refs[self.actors[d].attach.remote(self.engine_id)] = d
+            left = max(0.0, deadline - time.perf_counter())
+            ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=left)
+            if pending:
+                late = sorted(refs[r] for r in pending)
                 raise error(
-                    f"er.ray({self.ndev}): the actor of device {d} failed to start on node "
-                    f"{self.node_ids[d]}: {_first_line(exc)}"
-                ) from exc
-        if pending:
-            late = sorted(refs[r] for r in pending)
-            raise error(
-                f"er.ray({self.ndev}): the actors of devices {late} did not start within "
-                f"{self.startup_timeout_s:g} s; the cluster may lack free CPUs or memory on "
-                f"their nodes ({sorted({self.node_ids[d] for d in late})})"
-            )
+                    f"er.ray({self.ndev}): the actors of devices {late} did not start within "
+                    f"{self.startup_timeout_s:g} s; the cluster may lack free CPUs or memory "
+                    f"on their nodes ({sorted({self.node_ids[d] for d in late})})"
+                )
+            todo = []
+            for r in ready:
+                d = refs[r]
+                try:
+                    info = ray.get(r)
+                except RayActorError:
+                    info = None  # it died (or was being killed) as we attached: start anew
+                except Exception as exc:
+                    raise error(
+                        f"er.ray({self.ndev}): the actor of device {d} failed to start on node "
+                        f"{self.node_ids[d]}: {_first_line(exc)}"
+                    ) from exc
+                if info is None:
+                    _OWNERS.drop(self.names[d], self.actors[d])
+                    todo.append(d)
+                else:
+                    self.info[d] = info
+            if todo:
+                if time.perf_counter() > deadline:
+                    raise error(f"er.ray({self.ndev}): devices {todo} kept closing")
+                time.sleep(0.05)
+
+    def _refresh(self) -> None:
+        """Notice actors another program of this process replaced or closed since this engine
+        last ran (the owner handles say which actor holds each name now)."""
+        for d, name in enumerate(self.names):
+            current = _OWNERS.current(name)
+            if current is None or current._actor_id != self.actors[d]._actor_id:
+                self._dead.add(d)
 
     def _revive(self) -> None:
-        """Replace the actors that died (same node), then reconnect everyone."""
+        """Replace the actors that died (same node); every plan is shipped again, since the
+        peers it names changed."""
         if not self._dead:
             return
         dead = sorted(self._dead)
         for d in dead:
-            with contextlib.suppress(Exception):
-                ray.kill(self.actors[d])
-            self.actors[d] = self._spawn(d)
-            self._loaded[d] = set()
-        self._await_ready(dead, ExecutionError)
-        ray.get([a.connect.remote(self.actors) for a in self.actors])
+            _OWNERS.drop(self.names[d], self.actors[d])
+        self._acquire(dead, ExecutionError)
+        self._loaded = [set() for _ in range(self.ndev)]
         self._dead.clear()
 
     def close(self) -> None:
-        """Kill the device actors (a Ray runtime this engine started stays up for the process)."""
-        for a in getattr(self, "actors", []):
-            if a is not None:
-                with contextlib.suppress(Exception):
+        """Leave the device actors: this engine's plans are dropped, and an actor no other
+        program uses is killed (a Ray runtime this engine started stays up for the process)."""
+        actors, self.actors = getattr(self, "actors", []), []
+        keys = [c[3] for c in getattr(self, "_plans", {}).values()]
+        for name, a in zip(getattr(self, "names", []), actors):
+            if a is None:
+                continue
+            with contextlib.suppress(Exception):
+                for key in keys:
+                    a.forget.remote(key)
+                if ray.get(a.detach.remote(self.engine_id), timeout=self.abort_timeout_s):
                     ray.kill(a)
-        self.actors = []
-        self._plans.clear()
+                    _OWNERS.drop(name, a)
+        if hasattr(self, "_plans"):
+            self._plans.clear()
 
     # --- plans -----------------------------------------------------------------------------------
     def plan(self, tg: TaskGraph) -> tuple[str, Plan, list[DevicePart]]:
@@ -241,7 +334,7 @@ class RayEngine:
         need = [d for d in range(self.ndev) if key not in self._loaded[d]]
         if not need:
             return
-        refs = {self.actors[d].load.remote(key, parts[d]): d for d in need}
+        refs = {self.actors[d].load.remote(key, parts[d], self.actors): d for d in need}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.startup_timeout_s)
         for r in ready:
             d = refs[r]
@@ -275,10 +368,11 @@ class RayEngine:
         # A memory-planned program hands over its MemGraph: the actors run its task graph (the
         # budget is reserved per actor as Ray memory; offload is not done on actors).
         tg = getattr(tg, "taskgraph", tg)
+        self._refresh()
         self._revive()
         key, _, parts = self.plan(tg)
         self._ship(key, parts)
-        run_id = next(self._run_ids)
+        run_id = f"{self.engine_id}:{next(self._run_ids)}"
         t0 = time.perf_counter()
         t0_wall = time.time()
         needed = sorted({n for p in parts for n in p.feeds})
@@ -321,7 +415,7 @@ class RayEngine:
         self,
         tg: TaskGraph,
         parts: list[DevicePart],
-        run_id: int,
+        run_id: str,
         calls: dict[Any, int],
         t0: float,
     ) -> tuple[dict[int, dict[str, Any]], ExecutionError | None]:
@@ -351,7 +445,7 @@ class RayEngine:
                         status[d] = ray.get(r)
                 waiting = set(asked.values())
                 for d in set(pending.values()) - waiting:
-                    asked[self.actors[d].status.remote()] = d
+                    asked[self.actors[d].status.remote(run_id)] = d
         if not pending and not dead and not errors:
             return results, None
         # Something failed (or the run timed out): stop the others, then wait for them, bounded.

@@ -3,7 +3,11 @@
 The actor is threaded (several method calls at once): `execute` runs one device's part of a run
 and returns when its tasks are done, while peers call `deliver` (a block they produced for one of
 this device's moves) and `ack` (a block this device sent has arrived), and the driver calls
-`status` and `abort`.
+`status` and `abort`. One actor serves every program of its process that uses this device: it
+holds each program's plans (with the peer actors of that plan) and runs any number of runs at
+once, each under its own run id; a delivery for a run that has not started here yet waits for it.
+Programs `attach` and `detach`; the last to detach closes the actor (it refuses new programs
+from then on, and that program's engine kills it).
 
 Inside a run, as in the local engine, each resource slot of the core (one compute worker, one
 inbound transfer channel) is a thread, and the thread that finishes a task updates the core under
@@ -41,7 +45,7 @@ FETCH_POLL_S = 0.2  # how often a move waiting on a remote block checks for an a
 # call itself, `max_direct_call_object_size`, 100 KiB by default); larger ones are `ray.put` once
 # and fetched by the destination's move task from the object store.
 INLINE_BYTES = 100 * 1024
-MAX_PLANS = 8  # compiled plans kept per actor
+FINISHED_KEPT = 4096  # ids of finished and aborted runs remembered (late messages are dropped)
 
 
 class _DeviceRun:
@@ -52,7 +56,8 @@ class _DeviceRun:
         worker: DeviceWorker,
         part: DevicePart,
         local: dict[int, int],
-        run_id: int,
+        peers: Sequence[Any],
+        run_id: str,
         inputs: Mapping[int, np.ndarray],
         variables: Mapping[str, float],
         record: bool,
@@ -60,6 +65,7 @@ class _DeviceRun:
         self.worker = worker
         self.part = part
         self.local = local
+        self.peers = peers
         self.run_id = run_id
         self.inputs = inputs
         self.variables = variables
@@ -139,7 +145,7 @@ class _DeviceRun:
         if t in self.refs:  # a transfer landed: the source may free its block
             self.moved += int(out.nbytes)
             src_dev, src_gid = part.source[t]
-            self.worker.peers[src_dev].ack.remote(self.run_id, src_gid)
+            self.peers[src_dev].ack.remote(self.run_id, src_gid)
         for i in core.finish(t, now):
             values[i] = None
         if core.finished:
@@ -198,7 +204,7 @@ class _DeviceRun:
         """Send finished block t to the devices that read it (small blocks inline, at once;
         large ones through the sender thread, which puts them in the object store)."""
         if getattr(value, "nbytes", INLINE_BYTES + 1) <= INLINE_BYTES:
-            peers, rid = self.worker.peers, self.run_id
+            peers, rid = self.peers, self.run_id
             for dst, move in self.part.sends[t]:
                 peers[dst].deliver.remote(rid, move, value, True)
         else:
@@ -221,7 +227,7 @@ class _DeviceRun:
 
     def send(self) -> None:
         """Ship finished blocks that other devices read: one `ray.put`, one ref per reader."""
-        peers, sends, gids = self.worker.peers, self.part.sends, self.part.gids
+        peers, sends, gids = self.peers, self.part.sends, self.part.gids
         t = -1
         try:
             while True:
@@ -256,12 +262,12 @@ class DeviceWorker:
         self.device = device
         self.runner: Runner = runner if runner is not None else run_task
         self.lock = threading.Lock()
-        self.peers: list[Any] = []
-        self.parts: OrderedDict[str, tuple[DevicePart, dict[int, int]]] = OrderedDict()
-        self.run: _DeviceRun | None = None
-        self.current = -1
-        self.aborted_upto = -1
-        self.early: dict[int, list[tuple[int, Any, bool]]] = {}
+        self.parts: dict[str, tuple[DevicePart, dict[int, int], list[Any]]] = {}
+        self.runs: dict[str, _DeviceRun] = {}
+        self.ended: OrderedDict[str, None] = OrderedDict()  # finished or aborted run ids
+        self.early: dict[str, list[tuple[int, Any, bool]]] = {}
+        self.engines: set[str] = set()
+        self.closing = False
         self.blas_threads = blas_threads
         from threadpoolctl import ThreadpoolController
 
@@ -279,14 +285,25 @@ class DeviceWorker:
             "blas_threads": self.blas_threads,
         }
 
-    def connect(self, peers: Sequence[Any]) -> None:
-        self.peers = list(peers)
+    def attach(self, engine: str) -> dict[str, Any] | None:
+        """A program starts using this actor; None when it is closing (start another)."""
+        with self.lock:
+            if self.closing:
+                return None
+            self.engines.add(engine)
+        return self.ready()
 
-    def load(self, key: str, part: DevicePart) -> int:
-        self.parts[key] = (part, part.local())
-        self.parts.move_to_end(key)
-        while len(self.parts) > MAX_PLANS:
-            self.parts.popitem(last=False)
+    def detach(self, engine: str) -> bool:
+        """A program stops using this actor; True when it was the last (the actor closes)."""
+        with self.lock:
+            self.engines.discard(engine)
+            if not self.engines:
+                self.closing = True
+            return self.closing
+
+    def load(self, key: str, part: DevicePart, peers: Sequence[Any]) -> int:
+        """Keep plan `key`: this device's part and the actor of every device of the plan."""
+        self.parts[key] = (part, part.local(), list(peers))
         return len(part.tasks)
 
     def forget(self, key: str) -> None:
@@ -299,7 +316,7 @@ class DeviceWorker:
     def execute(
         self,
         key: str,
-        run_id: int,
+        run_id: str,
         feeds: Mapping[int, list[Any]],
         variables: Mapping[str, float],
         record: bool = False,
@@ -308,17 +325,15 @@ class DeviceWorker:
         entry = self.parts.get(key)
         if entry is None:
             return self._error(-1, f"plan {key} was never loaded on device {self.device}")
-        part, local = entry
+        part, local, peers = entry
         inputs = {n: ray.get(r[0]) for n, r in feeds.items()} if feeds else {}
         with self.lock:
-            if run_id <= self.aborted_upto:
+            if run_id in self.ended:
                 return {"device": self.device, "aborted": True}
-            run = _DeviceRun(self, part, local, run_id, inputs, dict(variables), record)
+            run = _DeviceRun(self, part, local, peers, run_id, inputs, dict(variables), record)
             run.t0 = time.perf_counter()
             t_wall = time.time()
-            self.run, self.current = run, run_id
-            for r in [r for r in self.early if r < run_id]:
-                del self.early[r]
+            self.runs[run_id] = run
             for gid, payload, inline in self.early.pop(run_id, []):
                 run.arrive(local[gid], payload, inline)
             run.launch(run.core.dispatch(run.now()))
@@ -344,8 +359,8 @@ class DeviceWorker:
             sender.join()
         wall = time.perf_counter() - run.t0
         with self.lock:
-            if self.run is run:
-                self.run = None
+            self.runs.pop(run_id, None)
+            self._end(run_id)
         if run.aborted:
             return {"device": self.device, "aborted": True}
         if run.error is not None:
@@ -368,48 +383,57 @@ class DeviceWorker:
             "wall": wall,
         }
 
+    def _end(self, run_id: str) -> None:
+        """Remember that `run_id` is over here (called with the lock held)."""
+        self.ended[run_id] = None
+        self.early.pop(run_id, None)
+        while len(self.ended) > FINISHED_KEPT:
+            self.ended.popitem(last=False)
+
     def _error(self, gid: int, message: str, tb: str = "") -> dict[str, Any]:
         return {"device": self.device, "error": (gid, message, tb)}
 
-    def deliver(self, run_id: int, gid: int, payload: Any, inline: bool) -> None:
+    def deliver(self, run_id: str, gid: int, payload: Any, inline: bool) -> None:
         """A peer produced the block that move `gid` of run `run_id` fetches (the array when
         `inline`, else `[ref]`: nested, so Ray leaves the fetch to the move task)."""
         with self.lock:
-            run = self.run
-            if run is not None and run.run_id == run_id:
+            run = self.runs.get(run_id)
+            if run is not None:
                 run.arrive(run.local[gid], payload, inline)
-            elif run_id > self.current and run_id > self.aborted_upto:
+            elif run_id not in self.ended:
                 self.early.setdefault(run_id, []).append((gid, payload, inline))
 
-    def ack(self, run_id: int, gid: int) -> None:
+    def ack(self, run_id: str, gid: int) -> None:
         with self.lock:
-            run = self.run
-            if run is not None and run.run_id == run_id:
+            run = self.runs.get(run_id)
+            if run is not None:
                 run.acked(run.local[gid])
 
-    def status(self) -> dict[str, Any]:
-        """What this device is doing now: running tasks (global ids) and tasks finished."""
+    def status(self, run_id: str | None = None) -> dict[str, Any]:
+        """What this device is doing in run `run_id` (None: in any one run now going):
+        running tasks (global ids) and tasks done."""
         with self.lock:
-            run = self.run
+            if run_id is None:
+                run_id = next(iter(self.runs), "")
+            run = self.runs.get(run_id)
             if run is None:
-                return {"device": self.device, "run": self.current, "running": [], "done": -1}
+                return {"device": self.device, "run": run_id, "running": [], "done": -1}
             gids = run.part.gids
             waiting = run.finished.find(0)
             return {
                 "device": self.device,
-                "run": run.run_id,
+                "run": run_id,
                 "running": sorted(gids[t] for t in run.running.values()),
                 "waiting": gids[waiting] if waiting >= 0 else -1,
                 "done": run.core.done,
                 "ntasks": len(gids),
             }
 
-    def abort(self, run_id: int) -> None:
+    def abort(self, run_id: str) -> None:
         """Stop run `run_id` (and make it return at once if it has not started yet)."""
         with self.lock:
-            self.aborted_upto = max(self.aborted_upto, run_id)
-            self.early.pop(run_id, None)
-            run = self.run
-            if run is not None and run.run_id <= run_id:
+            run = self.runs.get(run_id)
+            self._end(run_id)
+            if run is not None:
                 run.aborted = True
                 run.halt()
