@@ -3,14 +3,14 @@
 Actors are created when the program is compiled, each pinned to a node (node affinity, hard), so
 the placement the compiler chose is final. They are shared: device k on a node is one named actor
 that every program of this process using that node's k-th device attaches to (each program ships
-its own plans to it, and runs of different programs may overlap), so two programs need no more
-CPUs than the larger of them. The last program to close kills the actor. Each actor runs the shared scheduling core on its own
-part of the plan (`ray_plan.split_plan`) with `run_task` as the kernel, and its BLAS pool is
-limited to its share of the node's cores. Blocks move actor to actor through Ray's object store:
-the producer `ray.put`s a block other devices read and sends the reference to each destination
-actor, whose `move` task fetches it (see `ray_worker`). The driver ships each compiled plan once
-(actors cache parts by plan key), and a run sends only the feeds (one `ray.put` per graph input)
-and gathers the output blocks.
+its own plans to it, and runs of different programs may overlap), so two programs need no more CPUs
+than the larger of them. The last program to close kills the actor. Each actor runs the shared
+scheduling core on its own part of the plan (`ray_plan.split_plan`) with `run_task` as the kernel,
+and its BLAS pool is limited to its share of the node's cores. Blocks move actor to actor through
+Ray's object store: the producer `ray.put`s a block other devices read and sends the reference to
+each destination actor, whose `move` task fetches it (see `ray_worker`). The driver ships each
+compiled plan once (actors cache parts by plan key), and a run sends only the feeds (one `ray.put`
+per graph input) and gathers the output blocks.
 
 Faults. The driver waits on the actors with `ray.wait` and a short poll, asking each for its
 running tasks meanwhile. An actor that dies makes `run` raise `ExecutionError` naming the device
