@@ -4,9 +4,12 @@ feeds are bound) whose message names the spec, the shapes and the node where tha
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 import einrel as er
 
@@ -271,3 +274,74 @@ def test_bad_input_shapes_and_dtypes():
 def test_lazy_tensors_refuse_eager_use(x):
     raises(er.EinrelError, lambda: bool(x), "truth value")
     raises(er.EinrelError, lambda: np.asarray(x), "lazy", "er.evaluate")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compile options: every bad one fails at compile time and names the right thing
+# ---------------------------------------------------------------------------------------------
+
+
+def _mlp() -> list[er.Tensor]:
+    x = er.input("x", (8, 4))
+    w = er.input("w", (4, 3))
+    loss = er.sum(er.relu(x @ w))
+    return [loss, *er.grad(loss, [w])]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"priority": "critcal-path"}, r"unknown priority 'critcal-path' for the local engine"),
+        (
+            {"priority": "serial", "devices": er.cpu(1)},
+            r"unknown priority 'serial' for the local engine.*'critical-path'",
+        ),
+        (
+            {"priority": "sideways", "memory_limit": "1MiB"},
+            r"unknown priority 'sideways' for the memory engine.*'fixed'",
+        ),
+        ({"placr": "heft"}, r"unknown option 'placr' \(did you mean 'placer'\?\)"),
+        ({"partitoner": "none"}, r"unknown option 'partitoner' \(did you mean 'partitioner'\?\)"),
+        ({"sweeps": 2, "partitioner": "none"}, r"unknown option 'sweeps'.*'none' also takes"),
+        (
+            {"memory_limit": "1MiB", "engine_options": {"workers": 2}},
+            r"unknown engine option\(s\) \['workers'\] for the memory engine.*workers_per_device",
+        ),
+        ({"memory_limit": float("nan")}, r"memory_limit: a budget must be a finite number"),
+        ({"memory_limit": float("inf")}, r"memory_limit: a budget must be a finite number"),
+        ({"memory_limit": "1e999"}, r"memory_limit: cannot read '1e999'"),
+        ({"devices": er.cpu(2, memory=None), "engine_options": {"seed": 1}}, r"memory engine"),
+    ],
+)
+def test_bad_compile_options_fail_at_compile_time(kwargs, pattern):
+    with pytest.raises(er.CompileError, match=pattern):
+        er.compile(_mlp(), **kwargs)
+
+
+def test_eindecomp_options_still_pass_through_compile():
+    prog = er.compile(_mlp(), devices=er.cpu(2), sweeps=1)
+    assert prog.plan.partitioner == "eindecomp"
+
+
+def test_a_torch_feed_that_requires_grad_is_detached():
+    x = er.input("x", (3,), "float32")
+    t = torch.ones(3, requires_grad=True)
+    y = x * 2.0
+    np.testing.assert_array_equal(er.evaluate(y, {"x": t}), np.full(3, 2.0, np.float32))
+    np.testing.assert_array_equal(er.compile(y).run({"x": t})[0], np.full(3, 2.0, np.float32))
+
+
+def test_missing_ray_says_how_to_install_it():
+    code = (
+        "import sys\n"
+        "sys.modules['ray'] = None  # as if Ray were not installed\n"
+        "import einrel as er\n"
+        "x = er.input('x', (4, 4))\n"
+        "try:\n"
+        "    er.compile([er.relu(x)], devices=er.ray(2))\n"
+        "except er.CompileError as e:\n"
+        "    assert \"pip install 'einrel[ray]'\" in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

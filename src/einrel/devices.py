@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -37,11 +38,13 @@ def parse_bytes(value: int | float | str | None, what: str = "memory") -> int | 
         return None
     if isinstance(value, bool):
         raise CompileError(f"{what}: expected bytes or a size string, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CompileError(f"{what}: a budget must be a finite number of bytes, got {value!r}")
     if isinstance(value, int | float):
         n = int(value)
     elif isinstance(value, str):
         q = read_quantity(value)
-        if q is None:
+        if q is None or not math.isfinite(q):
             raise CompileError(f"{what}: cannot read {value!r} as a size (e.g. '2GiB', '512MB')")
         n = int(q)
     else:

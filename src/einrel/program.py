@@ -208,6 +208,7 @@ def compile(
     from .runtime.costmodel import CostModel
 
     t0 = time.perf_counter()
+    _check_options(partitioner, chunks, options)
     outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     if not outs:
         raise CompileError("compile needs at least one output tensor")
@@ -257,8 +258,86 @@ def compile(
         eng_opts["transfer_bandwidth"] = transfer_bandwidth
     if jitter:
         eng_opts["jitter"] = jitter
+    kind = _engine_kind(devs, memgraph is not None)
+    _check_engine(kind, priority, eng_opts)
     engine = _engine(devs, priority, model, memgraph is not None, eng_opts)
     return Program(outs, devs, plan, engine, model, priority)
+
+
+def _check_options(partitioner: str, chunks: Any, options: Mapping[str, Any]) -> None:
+    """Options that are neither compile's nor the partitioner's are misspellings: say so,
+    with the nearest name, before anything runs."""
+    import difflib
+    import inspect
+
+    from .decompose.registry import PARTITIONERS, options_of
+
+    name = "chunks" if chunks is not None else partitioner
+    fn = PARTITIONERS.get(name) if isinstance(name, str) else None
+    if fn is None:
+        return  # get_partitioner names the valid partitioners
+    mine = [p for p in inspect.signature(compile).parameters if p not in ("outputs", "options")]
+    theirs = [o for o in options_of(fn) if o != "chunks"]
+    for key in options:
+        if key in theirs:
+            continue
+        near = difflib.get_close_matches(key, [*mine, *theirs], n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise CompileError(
+            f"er.compile() got an unknown option {key!r}{hint}; its options are "
+            f"{', '.join(mine)}, and partitioner {name!r} also takes {', '.join(theirs) or 'none'}"
+        )
+
+
+def _engine_kind(devs: Devices, memory: bool) -> str:
+    if devs.kind == "cpu":
+        return "memory" if memory else "local"
+    return devs.kind
+
+
+def _engine_class(kind: str) -> Any:
+    if kind == "memory":
+        from .runtime.memengine import MemEngine
+
+        return MemEngine
+    if kind == "local":
+        from .runtime.local import LocalEngine
+
+        return LocalEngine
+    if kind == "gpu":
+        from .runtime.gpu import GpuEngine
+
+        return GpuEngine
+    from .runtime.ray_engine import RayEngine
+
+    return RayEngine
+
+
+def _check_engine(kind: str, priority: Any, options: Mapping[str, Any]) -> None:
+    """An unknown priority or engine option fails now, naming what the engine accepts."""
+    import inspect
+
+    from .runtime.core import PRIORITIES as CORE
+    from .runtime.memengine import PRIORITIES as MEMORY
+
+    valid = MEMORY if kind in ("memory", "gpu") else CORE
+    if isinstance(priority, str) and priority not in valid:
+        raise CompileError(
+            f"unknown priority {priority!r} for the {kind} engine; expected one of {valid}"
+        )
+    if kind == "local" and options:
+        raise CompileError(
+            f"engine options {sorted(options)} apply to the memory engine; set a memory budget "
+            "(memory_limit=... or er.cpu(n, memory=...)) to use it"
+        )
+    params = inspect.signature(_engine_class(kind).__init__).parameters
+    taken = {"self", "ndev", "devices", "priority", "cost_model"}
+    allowed = [p for p, v in params.items() if p not in taken and v.kind is not v.VAR_KEYWORD]
+    bad = sorted(set(options) - set(allowed))
+    if bad:
+        raise CompileError(
+            f"unknown engine option(s) {bad} for the {kind} engine; valid: {', '.join(allowed)}"
+        )
 
 
 def _engine(
@@ -268,11 +347,6 @@ def _engine(
         from .runtime.memengine import MemEngine
 
         return MemEngine(devs.n, priority=priority, cost_model=model, **options)
-    if options and devs.kind == "cpu":
-        raise CompileError(
-            f"engine options {sorted(options)} apply to the memory engine; set a memory budget "
-            "(memory_limit=... or er.cpu(n, memory=...)) to use it"
-        )
     if devs.kind == "cpu":
         from .runtime.local import LocalEngine
 

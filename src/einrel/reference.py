@@ -51,6 +51,8 @@ def bind_feeds(
                     f"{node.dtype} (pass a {want.name} array)"
                 )
         elif hasattr(value, "__array__") and hasattr(value, "dtype"):  # torch tensors and alike
+            if hasattr(value, "detach"):  # a torch tensor that requires grad, or on a GPU
+                value = value.detach().cpu()
             arr = np.asarray(value)
             if arr.dtype != want:
                 raise FeedError(f"feed {name!r} has dtype {arr.dtype}, the input is {node.dtype}")

@@ -45,16 +45,18 @@ from .core import Plan, Priority, make_plan
 from .costmodel import CostModel, cores
 from .local import RunResult
 from .ray_plan import DevicePart, split_plan
-from .ray_worker import Runner
 
 try:
     import ray
     from ray.exceptions import RayActorError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-except ImportError as _exc:  # pragma: no cover - exercised only without the extra
+except ImportError as _exc:
     raise CompileError(
-        "er.ray(...) needs Ray: install the extra with `pip install 'einrel[ray]'`"
-    ) from _exc
+        "er.ray(...) needs Ray, which is not installed: install the extra with "
+        "`pip install 'einrel[ray]'`"
+    ) from None
+
+from .ray_worker import Runner
 
 MAX_CACHED_PLANS = 4
 
