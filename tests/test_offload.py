@@ -13,6 +13,8 @@ reference, so rtol 1e-12 with an absolute term scaled by the output (entries tha
 from __future__ import annotations
 
 import random
+import re
+import time
 
 import numpy as np
 import pytest
@@ -460,3 +462,41 @@ def test_a_failing_kernel_names_the_memory_node() -> None:
         er.ExecutionError, match=r"memory node n\d+ \(compute of t\d+, apply .*boom"
     ):
         prog.run(feeds)
+
+
+def _relu_layer() -> list[er.Tensor]:
+    x = er.input("x", (512, 256))
+    w = er.input("w", (256, 1024))
+    loss = er.sum(er.relu(x @ w))
+    return [loss, *er.grad(loss, [w])]
+
+
+def test_absurdly_small_budget_stops_at_the_task_limit_and_names_a_sensible_budget() -> None:
+    """300 bytes is feasible for this layer only with blocks of a few elements (millions of
+    tasks): refinement stops at max_tasks and names the smallest budget it reached within it,
+    which then compiles."""
+    outs = _relu_layer()
+    with pytest.raises(er.MemoryBudgetError, match=r"more than 2000 tasks.*max_tasks") as info:
+        er.compile(outs, devices=er.cpu(2, memory=300), max_tasks=2000)
+    msg = str(info.value)
+    budget = int(re.search(r"fits within 2000 tasks is about (\d+) bytes", msg).group(1))
+    assert info.value.needed == budget  # type: ignore[attr-defined]
+    prog = er.compile(outs, devices=er.cpu(2, memory=budget), max_tasks=2000)
+    assert len(prog.plan.graph) and prog.plan.memgraph is not None
+    with pytest.raises(er.MemoryBudgetError, match=r"more than 20000 tasks"):
+        er.compile(outs, devices=er.cpu(2, memory=300))  # the default limit
+    with pytest.raises(er.CompileError, match=r"max_tasks must be an int >= 1"):
+        er.compile(outs, devices=er.cpu(2, memory=300), max_tasks=0)
+
+
+def test_step_progress_shows_only_after_its_delay(capsys: pytest.CaptureFixture[str]) -> None:
+    from einrel.progress import StepProgress
+
+    with StepProgress("er.compile", delay_s=60) as p:
+        p.step("quick")
+    assert capsys.readouterr().err == ""
+    with StepProgress("er.compile", delay_s=0.0) as p:
+        time.sleep(0.3)
+        p.step("placing 5 tasks")
+        time.sleep(0.3)
+    assert "er.compile" in capsys.readouterr().err

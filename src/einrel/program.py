@@ -20,6 +20,7 @@ from .devices import Devices, cpu, parse_bytes
 from .errors import CompileError, EinrelError
 from .fuse import fuse_elementwise
 from .graph import Graph, Tensor, build_graph
+from .progress import StepProgress
 from .reference import bind_feeds
 from .taskgraph import TaskGraph, assemble_outputs, build_tasks, place_tasks
 
@@ -190,6 +191,8 @@ def compile(
     jitter: float = 0.0,
     engine_options: Mapping[str, Any] | None = None,
     fit_budget: bool = True,
+    max_tasks: int = 20_000,
+    progress: bool = True,
     **options: Any,
 ) -> Program:
     """Decompose, place and plan `outputs` for `devices` (default `er.cpu(1)`).
@@ -202,7 +205,51 @@ def compile(
     whose host transfers can be throttled to `transfer_bandwidth` (e.g. "4GB/s") with random
     `jitter` (0.3 = ±30%); `engine_options` go to the engine (workers_per_device, seed, ...).
     GPU devices always run on the memory engine (budget: their free memory when none is set).
+    Refining for a budget stops at `max_tasks` tasks with a MemoryBudgetError that names the
+    smallest budget reachable within them. With `progress`, a compile that runs for more than
+    two seconds shows what it is doing on stderr.
     """
+    with StepProgress("er.compile", enabled=progress) as bar:
+        return _compile(
+            outputs,
+            devices,
+            partitioner,
+            placer,
+            memory_limit,
+            priority,
+            chunks,
+            cost_model,
+            seed,
+            fuse,
+            transfer_bandwidth,
+            jitter,
+            engine_options,
+            fit_budget,
+            max_tasks,
+            bar,
+            options,
+        )
+
+
+def _compile(
+    outputs: Tensor | Sequence[Tensor],
+    devices: Devices | None,
+    partitioner: str,
+    placer: str,
+    memory_limit: int | str | None,
+    priority: str,
+    chunks: Mapping[str, Any] | None,
+    cost_model: Any,
+    seed: int,
+    fuse: bool,
+    transfer_bandwidth: float | str | None,
+    jitter: float,
+    engine_options: Mapping[str, Any] | None,
+    fit_budget: bool,
+    max_tasks: int,
+    bar: StepProgress,
+    options: dict[str, Any],
+) -> Program:
     from .decompose import get_partitioner, plan_cost
     from .place.registry import place
     from .runtime.costmodel import CostModel
@@ -223,6 +270,7 @@ def compile(
     model = cost_model if cost_model is not None else CostModel.load_or_default()
     if chunks is not None:
         partitioner, options = "chunks", {**options, "chunks": chunks}
+    bar.step(f"decomposing {len(graph)} nodes ({partitioner})")
     decomposition = get_partitioner(partitioner)(graph, devs.n, **options)
     budget = devs.memory
     if budget is None and devs.kind == "gpu":
@@ -232,8 +280,11 @@ def compile(
     if budget is not None and fit_budget:
         from .decompose.budget import fit_to_budget
 
-        decomposition = fit_to_budget(graph, decomposition, devs.n, budget)
+        decomposition = fit_to_budget(
+            graph, decomposition, devs.n, budget, max_tasks=max_tasks, on_round=bar.step
+        )
     unplaced = build_tasks(graph, decomposition)
+    bar.step(f"placing {len(unplaced.tasks)} tasks ({placer})")
     assignment = place(placer, unplaced, devs.n, model, seed=seed)
     placed = place_tasks(unplaced, assignment, devs.n)
     memgraph = None
@@ -242,6 +293,7 @@ def compile(
         from .runtime.memorder import reorder
 
         placed = reorder(placed, "depth-first")  # TURNIP plans in a depth-first order
+        bar.step(f"planning memory for {len(placed.tasks)} tasks")
         memgraph = plan_memory(placed, budget)
     plan = Plan(
         graph,

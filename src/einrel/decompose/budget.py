@@ -7,6 +7,9 @@ whose working set exceeds the budget, round after round, until every task fits; 
 have many more blocks than devices. Only when a task cannot be split any further (every label
 of its block already has extent 1, or a reshape that merges dimensions needs its whole input)
 is the budget too small: `MemoryBudgetError` names the task, its node and the bytes it needs.
+Refinement is also bounded by a task count (`max_tasks`): a budget that is feasible only with
+blocks of a few elements would make millions of tasks, so past the limit the error names the
+smallest budget the refinement reached within it instead.
 
 Working sets are counted as if every block of a task sat on one device, each rounded up to the
 arena alignment, which bounds what any placement needs (moves and cut pieces only lower it).
@@ -23,7 +26,7 @@ piece of the chosen dimension is cut at its midpoint, so user-given split points
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..errors import CompileError, MemoryBudgetError
 from ..graph import DTYPE_BYTES, Graph
@@ -204,6 +207,8 @@ def fit_to_budget(
     max_rounds: int = 200,
     headroom: float = 1.0,
     classes: bool = True,
+    max_tasks: int = 20_000,
+    on_round: Callable[[str], None] | None = None,
 ) -> dict[int, Partition]:
     """A decomposition, refined from `decomposition`, in which every task's working set fits
     `budget` bytes (the smallest budget when one per device is given). Raises
@@ -213,7 +218,9 @@ def fit_to_budget(
     `headroom * budget` where splitting allows (a task that cannot be split further only has to
     fit the budget itself), so several blocks stay resident and fewer evictions are needed.
     With `classes` a cut spreads over the label class of the cut dimension (see
-    `decompose.classes`), which keeps producers and consumers aligned."""
+    `decompose.classes`), which keeps producers and consumers aligned. A refinement that
+    would need more than `max_tasks` tasks raises MemoryBudgetError naming the smallest budget
+    reached within that many; `on_round` is told about every round."""
     if budget is None:
         return dict(decomposition)
     caps = [budget] if isinstance(budget, int) else [b for b in budget if b is not None]
@@ -227,10 +234,21 @@ def fit_to_budget(
     dec = dict(decomposition)
     fitter = _Fitter(graph, dec, cap, alignment, classes)
     goal = max(1, int(cap * headroom))
+    if not isinstance(max_tasks, int) or max_tasks < 1:
+        raise CompileError(f"max_tasks must be an int >= 1, got {max_tasks!r}")
     settled: set[int] = set()  # nodes whose tasks fit the budget and cannot be split further
-    for _ in range(max_rounds):
+    reached: int | None = None  # the largest working set of the last refinement within the limit
+    for r in range(max_rounds):
         tg = build_tasks(graph, dec)
         ws = task_working_sets(tg, alignment)
+        if len(tg.tasks) > max_tasks:
+            raise _too_many(graph, len(tg.tasks), max_tasks, cap, reached or max(ws))
+        reached = max(ws, default=0)
+        if on_round is not None:
+            on_round(
+                f"fitting a {cap} B budget: round {r + 1}, {len(tg.tasks)} tasks, largest "
+                f"working set {reached} B"
+            )
         bad = sorted(
             (t for t in tg.tasks if ws[t.id] > cap or (ws[t.id] > goal and t.node not in settled)),
             key=lambda t: (-ws[t.id], t.id),
@@ -285,6 +303,19 @@ def _check_floor(graph: Graph, cap: int, alignment: int) -> None:
             )
             err.task, err.node, err.needed = None, n.name, need  # type: ignore[attr-defined]
             raise err
+
+
+def _too_many(
+    graph: Graph, ntasks: int, max_tasks: int, cap: int, reached: int
+) -> MemoryBudgetError:
+    err = MemoryBudgetError(
+        f"a device budget of {cap} bytes needs blocks so small that the graph would have more "
+        f"than {max_tasks} tasks ({ntasks} at the next refinement; max_tasks={max_tasks}). The "
+        f"smallest budget this graph fits within {max_tasks} tasks is about {reached} bytes "
+        f"({reached / 2**20:.2f} MiB): use at least that, or raise max_tasks"
+    )
+    err.task, err.node, err.needed = None, None, reached  # type: ignore[attr-defined]
+    return err
 
 
 def _too_small(
