@@ -49,10 +49,30 @@ def run_examples(n: int, check) -> None:
 def default_and_random(ch: Choices, case) -> None:
     ref = reference(case)
     check_compiled(ref, Options())  # er.compile(outs): the default options
-    check_compiled(ref, draw_options(ch))
+    check_compiled(ref, draw_options(ch, case))
     check_blocks(ref, ch)  # random partitions, placements and budgets, stage by stage
 
 
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_random_graphs_match_the_reference(shard: int, fuzz_examples: int) -> None:
     run_examples(max(1, fuzz_examples // SHARDS), default_and_random)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def on_ray(ch: Choices, case) -> None:
+    check_compiled(reference(case), draw_options(ch, case, ray=True))
+
+
+@pytest.mark.ray
+@pytest.mark.xdist_group("ray")
+def test_random_graphs_on_ray_match_the_reference(ray_cluster) -> None:
+    run_examples(12, on_ray)

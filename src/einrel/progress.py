@@ -44,6 +44,7 @@ class StepProgress:
     ) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer.join()
         with self._lock:
             self._closed = True
             if self._bar is not None:

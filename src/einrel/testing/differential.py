@@ -58,6 +58,7 @@ class Options:
     budget: int | None = None
     seed: int = 0
     ray: bool = False
+    chunks: tuple[tuple[str, Any], ...] | None = None  # for partitioner "chunks"
 
     def kwargs(self) -> dict[str, Any]:
         import einrel as er
@@ -73,6 +74,8 @@ class Options:
         }
         if self.budget is not None:
             kw["memory_limit"] = self.budget
+        if self.chunks is not None:
+            kw["chunks"] = dict(self.chunks)
         return kw
 
     def source(self) -> str:
@@ -85,19 +88,33 @@ class Options:
                 args.append(f"{name}={getattr(self, name)!r}")
         if self.budget is not None:
             args.append(f"memory_limit={self.budget}")
+        if self.chunks is not None:
+            args.append(f"chunks={dict(self.chunks)!r}")
         return f"prog = er.compile(outs, {', '.join(args)})"
 
 
-def draw_options(ch: Choices, ray: bool = False) -> Options:
-    """Random options; the budget is a placeholder fraction resolved by `resolve_budget`."""
+def draw_options(ch: Choices, case: Case | None = None, ray: bool = False) -> Options:
+    """Random options for `case`; the budget is a code resolved by `resolve_budget`. The
+    chunks partitioner gets dask-style chunks for one input the case reads."""
     from ..decompose.registry import PARTITIONERS
 
-    parts = [p for p in PARTITIONERS if p != "chunks"]
+    parts = [p for p in PARTITIONERS if p != "chunks" or case is not None]
     engine = "memory" if ray else ch.pick(ENGINES)
+    partitioner = ch.pick(parts)
+    chunks = None
+    used = [(n, s) for n, s in case.used_inputs() if s] if case is not None else []
+    if partitioner == "chunks":
+        if not used:
+            partitioner = "eindecomp"
+        else:
+            name, shape = ch.pick(used)
+            spec = {d: ch.pick(["auto", -1, 1, 2]) for d in range(len(shape)) if ch.coin(0.7)}
+            chunks = ((name, spec if spec else "auto"),)
     return Options(
         devices=ch.integer(1, 5 if not ray else 2),
         fuse=ch.coin(0.7),
-        partitioner=ch.pick(parts),
+        partitioner=partitioner,
+        chunks=chunks,
         placer=ch.pick(CHEAP_PLACERS),
         priority=ch.pick(PRIORITIES["local" if ray else engine]),
         engine=engine if not ray else "local",
