@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from einrel.testing import Choices, Options, check_compiled, draw_case, draw_options, reference
 from einrel.testing.differential import check_blocks
+from helpers import local_ray
 
 SHARDS = 8  # the examples are split into this many test items so that xdist spreads them
 
@@ -60,12 +61,9 @@ def test_random_graphs_match_the_reference(shard: int, fuzz_examples: int) -> No
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    pytest.importorskip("ray")
+    with local_ray(2) as r:
+        yield r
 
 
 def on_ray(ch: Choices, case) -> None:

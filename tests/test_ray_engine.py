@@ -34,6 +34,7 @@ from einrel.taskgraph import Task, TaskGraph, assemble_outputs, build_tasks, pla
 ray = pytest.importorskip("ray")
 
 from einrel.runtime.ray_engine import RayEngine  # noqa: E402
+from helpers import local_ray  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 
@@ -42,11 +43,8 @@ RTOL = 1e-12
 
 @pytest.fixture(scope="module")
 def cluster() -> Any:
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    with local_ray(8) as r:
+        yield r
 
 
 def steerable_kernel() -> Any:

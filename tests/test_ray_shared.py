@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import einrel as er
+from helpers import local_ray
 
 ray = pytest.importorskip("ray")
 
@@ -20,11 +21,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 
 @pytest.fixture(scope="module")
 def two_cpus() -> Any:
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    with local_ray(2) as r:
+        yield r
 
 
 def mlp(seed: int) -> tuple[list[er.Tensor], dict[str, np.ndarray]]:

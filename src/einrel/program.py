@@ -210,110 +210,70 @@ def compile(
     two seconds shows what it is doing on stderr.
     """
     with StepProgress("er.compile", enabled=progress) as bar:
-        return _compile(
-            outputs,
-            devices,
+        from .decompose import get_partitioner, plan_cost
+        from .place.registry import place
+        from .runtime.costmodel import CostModel
+
+        t0 = time.perf_counter()
+        _check_options(partitioner, chunks, options)
+        outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+        if not outs:
+            raise CompileError("compile needs at least one output tensor")
+        devs = devices if devices is not None else cpu(1)
+        if not isinstance(devs, Devices):
+            raise CompileError(f"devices must be er.cpu(n), er.gpu(...) or er.ray(n), got {devs!r}")
+        if memory_limit is not None:
+            devs = devs.with_memory(parse_bytes(memory_limit, "memory_limit"))
+        graph = build_graph(outs)
+        if fuse:
+            graph = fuse_elementwise(graph)
+        model = cost_model if cost_model is not None else CostModel.load_or_default()
+        if chunks is not None:
+            partitioner, options = "chunks", {**options, "chunks": chunks}
+        bar.step(f"decomposing {len(graph)} nodes ({partitioner})")
+        decomposition = get_partitioner(partitioner)(graph, devs.n, **options)
+        budget = devs.memory
+        if budget is None and devs.kind == "gpu":
+            from .runtime.gpu import default_budget
+
+            budget = default_budget(devs)
+        if budget is not None and fit_budget:
+            from .decompose.budget import fit_to_budget
+
+            decomposition = fit_to_budget(
+                graph, decomposition, devs.n, budget, max_tasks=max_tasks, on_round=bar.step
+            )
+        unplaced = build_tasks(graph, decomposition)
+        bar.step(f"placing {len(unplaced.tasks)} tasks ({placer})")
+        assignment = place(placer, unplaced, devs.n, model, seed=seed)
+        placed = place_tasks(unplaced, assignment, devs.n)
+        memgraph = None
+        if budget is not None or devs.kind == "gpu":
+            from .memplan import plan_memory
+            from .runtime.memorder import reorder
+
+            placed = reorder(placed, "depth-first")  # TURNIP plans in a depth-first order
+            bar.step(f"planning memory for {len(placed.tasks)} tasks")
+            memgraph = plan_memory(placed, budget)
+        plan = Plan(
+            graph,
+            dict(decomposition),
+            placed,
+            plan_cost(graph, decomposition),
             partitioner,
             placer,
-            memory_limit,
-            priority,
-            chunks,
-            cost_model,
-            seed,
-            fuse,
-            transfer_bandwidth,
-            jitter,
-            engine_options,
-            fit_budget,
-            max_tasks,
-            bar,
-            options,
+            memgraph,
+            time.perf_counter() - t0,
         )
-
-
-def _compile(
-    outputs: Tensor | Sequence[Tensor],
-    devices: Devices | None,
-    partitioner: str,
-    placer: str,
-    memory_limit: int | str | None,
-    priority: str,
-    chunks: Mapping[str, Any] | None,
-    cost_model: Any,
-    seed: int,
-    fuse: bool,
-    transfer_bandwidth: float | str | None,
-    jitter: float,
-    engine_options: Mapping[str, Any] | None,
-    fit_budget: bool,
-    max_tasks: int,
-    bar: StepProgress,
-    options: dict[str, Any],
-) -> Program:
-    from .decompose import get_partitioner, plan_cost
-    from .place.registry import place
-    from .runtime.costmodel import CostModel
-
-    t0 = time.perf_counter()
-    _check_options(partitioner, chunks, options)
-    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    if not outs:
-        raise CompileError("compile needs at least one output tensor")
-    devs = devices if devices is not None else cpu(1)
-    if not isinstance(devs, Devices):
-        raise CompileError(f"devices must be er.cpu(n), er.gpu(...) or er.ray(n), got {devs!r}")
-    if memory_limit is not None:
-        devs = devs.with_memory(parse_bytes(memory_limit, "memory_limit"))
-    graph = build_graph(outs)
-    if fuse:
-        graph = fuse_elementwise(graph)
-    model = cost_model if cost_model is not None else CostModel.load_or_default()
-    if chunks is not None:
-        partitioner, options = "chunks", {**options, "chunks": chunks}
-    bar.step(f"decomposing {len(graph)} nodes ({partitioner})")
-    decomposition = get_partitioner(partitioner)(graph, devs.n, **options)
-    budget = devs.memory
-    if budget is None and devs.kind == "gpu":
-        from .runtime.gpu import default_budget
-
-        budget = default_budget(devs)
-    if budget is not None and fit_budget:
-        from .decompose.budget import fit_to_budget
-
-        decomposition = fit_to_budget(
-            graph, decomposition, devs.n, budget, max_tasks=max_tasks, on_round=bar.step
-        )
-    unplaced = build_tasks(graph, decomposition)
-    bar.step(f"placing {len(unplaced.tasks)} tasks ({placer})")
-    assignment = place(placer, unplaced, devs.n, model, seed=seed)
-    placed = place_tasks(unplaced, assignment, devs.n)
-    memgraph = None
-    if budget is not None or devs.kind == "gpu":
-        from .memplan import plan_memory
-        from .runtime.memorder import reorder
-
-        placed = reorder(placed, "depth-first")  # TURNIP plans in a depth-first order
-        bar.step(f"planning memory for {len(placed.tasks)} tasks")
-        memgraph = plan_memory(placed, budget)
-    plan = Plan(
-        graph,
-        dict(decomposition),
-        placed,
-        plan_cost(graph, decomposition),
-        partitioner,
-        placer,
-        memgraph,
-        time.perf_counter() - t0,
-    )
-    eng_opts = dict(engine_options or {})
-    if transfer_bandwidth is not None:
-        eng_opts["transfer_bandwidth"] = transfer_bandwidth
-    if jitter:
-        eng_opts["jitter"] = jitter
-    kind = _engine_kind(devs, memgraph is not None)
-    _check_engine(kind, priority, eng_opts)
-    engine = _engine(devs, priority, model, memgraph is not None, eng_opts)
-    return Program(outs, devs, plan, engine, model, priority)
+        eng_opts = dict(engine_options or {})
+        if transfer_bandwidth is not None:
+            eng_opts["transfer_bandwidth"] = transfer_bandwidth
+        if jitter:
+            eng_opts["jitter"] = jitter
+        kind = _engine_kind(devs, memgraph is not None)
+        _check_engine(kind, priority, eng_opts)
+        engine = _engine(devs, priority, model, memgraph is not None, eng_opts)
+        return Program(outs, devs, plan, engine, model, priority)
 
 
 def _check_options(partitioner: str, chunks: Any, options: Mapping[str, Any]) -> None:
