@@ -24,7 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cores() -> int:
-    from einrel.runtime.costmodel import cores as einrel_cores
+    from einrel.devices import cores as einrel_cores
 
     return einrel_cores()
 

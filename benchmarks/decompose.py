@@ -28,7 +28,8 @@ from typing import Any
 import einrel as er
 from einrel.decompose import get_partitioner, plan_cost
 from einrel.decompose.candidates import candidate_parts
-from einrel.graph import Graph, build_graph
+from einrel.frontend.tensor import build_graph
+from einrel.ir.graph import Graph
 from einrel.workloads import get_workload
 from einrel.workloads.llama import SIZES as LLAMA_SIZES
 from einrel.workloads.llama import WEIGHTS, block, weight_shapes

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import einrel as er
 from einrel import frontend as F
-from einrel.memplan import plan_memory
+from einrel.memory import plan_memory
 from einrel.runtime.transfer import Link
 from einrel.workloads import max_rel_error
 from einrel.workloads.base import train_outputs

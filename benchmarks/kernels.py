@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from einrel import kernels
-from einrel import scalar as S
-from einrel.einsum import make_einsum
-from einrel.runtime.costmodel import cores
+from einrel.devices import cores
+from einrel.ir import scalar as S
+from einrel.ir.einsum import make_einsum
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BACKENDS = ("einrel", "numpy", "torch")

@@ -55,12 +55,12 @@ import numpy as np
 import torch
 
 import einrel as er
-from einrel.memplan import plan_memory
-from einrel.reference import bind_feeds
-from einrel.runtime.costmodel import cores
-from einrel.runtime.memengine import MemEngine
+from einrel.devices import cores
+from einrel.frontend.reference import bind_feeds
+from einrel.memory import plan_memory
+from einrel.runtime.mem.engine import MemEngine
 from einrel.runtime.transfer import Link, parse_bandwidth
-from einrel.taskgraph import assemble_outputs
+from einrel.taskgraph.interpret import assemble_outputs
 from einrel.workloads import ffnn_train, llama_block, max_rel_error
 from einrel.workloads.llama import EPS, WEIGHTS
 

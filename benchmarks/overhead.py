@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from einrel.devices import cores
 from einrel.runtime import LocalEngine
-from einrel.runtime.costmodel import cores
 from einrel.runtime.synthetic import chain_taskgraph, wide_taskgraph
-from einrel.taskgraph import Task, TaskGraph, run_task
+from einrel.taskgraph.interpret import run_task
+from einrel.taskgraph.ir import Task, TaskGraph
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Kernel = Callable[[Task, Sequence[Any], Mapping[int, np.ndarray], Mapping[str, float]], Any]

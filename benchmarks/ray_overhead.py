@@ -36,11 +36,11 @@ import numpy as np
 import ray
 
 import einrel as er
-from einrel.graph import build_graph
-from einrel.runtime.costmodel import cores
-from einrel.runtime.ray_engine import RayEngine
+from einrel.devices import cores
+from einrel.frontend.tensor import build_graph
+from einrel.runtime.ray.engine import RayEngine
 from einrel.runtime.synthetic import chain_taskgraph, kernel_seconds, wide_taskgraph
-from einrel.taskgraph import Task, TaskGraph
+from einrel.taskgraph.ir import Task, TaskGraph
 from einrel.workloads import get_workload, max_rel_error
 
 RESULTS = Path(__file__).resolve().parent / "results"

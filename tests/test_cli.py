@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from einrel import demo as demo_mod
-from einrel.cli import app
+from einrel.cli.main import app
+from einrel.demos import demo as demo_mod
 from einrel.runtime import CostModel
 
 runner = CliRunner(env={"COLUMNS": "200"})  # rich wraps at 80 columns otherwise

@@ -6,14 +6,9 @@ import pytest
 
 import einrel as er
 from einrel.decompose import Partition, node_costs, plan_cost
-from einrel.decompose.cost import (
-    agg_cost,
-    join_cost,
-    repartition_cost,
-    repartition_cost_approx,
-)
+from einrel.decompose.cost import agg_cost, join_cost, repartition_cost, repartition_cost_approx
 from einrel.decompose.partition import PartDim
-from einrel.graph import build_graph
+from einrel.frontend.tensor import build_graph
 
 N = 16
 

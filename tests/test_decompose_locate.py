@@ -8,10 +8,12 @@ import pytest
 import einrel as er
 from einrel.decompose import Partition, get_partitioner
 from einrel.errors import CompileError
-from einrel.graph import build_graph
+from einrel.frontend.reference import evaluate
+from einrel.frontend.tensor import build_graph
 from einrel.place.locate import eindecomp_greedy, plans, round_robin
-from einrel.reference import evaluate
-from einrel.taskgraph import build_tasks, interpret_tasks, place_tasks
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.interpret import interpret_tasks
+from einrel.taskgraph.place import place_tasks
 
 
 def test_aggregation_plans_are_the_papers_for_4_partials_on_4_devices() -> None:

@@ -11,10 +11,13 @@ from einrel.decompose import PARTITIONERS, get_partitioner, plan_cost
 from einrel.decompose.baselines import batch_classes, halve_largest
 from einrel.decompose.chunks import input_bounds
 from einrel.errors import CompileError
-from einrel.graph import Graph, build_graph
+from einrel.frontend.reference import evaluate
+from einrel.frontend.tensor import build_graph
+from einrel.ir.graph import Graph
 from einrel.place.locate import eindecomp_greedy, round_robin
-from einrel.reference import evaluate
-from einrel.taskgraph import build_tasks, check_decomposition, interpret_tasks, place_tasks
+from einrel.taskgraph.build import build_tasks, check_decomposition
+from einrel.taskgraph.interpret import interpret_tasks
+from einrel.taskgraph.place import place_tasks
 
 F64 = "float64"
 

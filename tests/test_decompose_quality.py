@@ -6,7 +6,7 @@ import pytest
 
 from einrel.decompose import get_partitioner, plan_cost
 from einrel.decompose.candidates import candidate_parts
-from einrel.graph import Graph
+from einrel.ir.graph import Graph
 
 BASELINES = ("data-parallel", "model-parallel", "largest-dim")
 WORKLOADS = {

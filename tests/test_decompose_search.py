@@ -16,7 +16,8 @@ from einrel.decompose.candidates import candidate_parts, count, factorisations, 
 from einrel.decompose.partition import Partition
 from einrel.decompose.treedp import TreeSearch
 from einrel.decompose.usage import partition_of, partition_shape
-from einrel.graph import Graph, build_graph
+from einrel.frontend.tensor import build_graph
+from einrel.ir.graph import Graph
 
 
 def one_einsum(spec: str, *shapes: tuple[int, ...]) -> Graph:
@@ -164,7 +165,7 @@ def test_search_total_is_the_plan_cost() -> None:
 
 
 def test_the_approximate_search_still_gives_a_valid_plan() -> None:
-    from einrel.taskgraph import check_decomposition
+    from einrel.taskgraph.build import check_decomposition
     from einrel.workloads import get_workload
 
     graph = get_workload("llama_block", size="tiny").graph()

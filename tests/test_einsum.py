@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 import einrel as er
 from einrel import kernels
-from einrel.einsum import AGGS, make_einsum, parse_spec
+from einrel.ir.einsum import AGGS, make_einsum, parse_spec
+from einrel.kernels import fused
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -437,7 +438,7 @@ def test_chunked_aggregation_matches_unchunked(monkeypatch):
         er.einsum("ij,jk->i", a, b, agg="prod", join=lambda x, y: 1 + x * y / 4),
     ]
     whole = er.evaluate(outs, arrays)
-    monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 8)
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS", 8)
     chunked = er.evaluate(outs, arrays)
     for w, c in zip(whole, chunked):
         # only the association of the sum and product changes: a few ulps

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import einrel as er
-from einrel.fuse import fuse_elementwise
-from einrel.reference import interpret
+from einrel.frontend.reference import interpret
+from einrel.ir.fuse import fuse_elementwise
 
 UNARY = [er.relu, er.exp, er.tanh, lambda t: t * 0.5 + 1.0, lambda t: -t, er.sigmoid]
 

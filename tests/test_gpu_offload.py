@@ -18,11 +18,12 @@ import pytest
 import torch
 
 import einrel as er
-from einrel.memplan import min_budget, plan_memory
-from einrel.reference import bind_feeds, interpret
-from einrel.runtime.gpu import GpuEngine, TorchArenas, cuda_available
-from einrel.runtime.memengine import MemEngine
-from einrel.taskgraph import assemble_outputs
+from einrel.frontend.reference import bind_feeds, interpret
+from einrel.memory import min_budget, plan_memory
+from einrel.runtime.backends.torch_arenas import TorchArenas, cuda_available
+from einrel.runtime.gpu import GpuEngine
+from einrel.runtime.mem.engine import MemEngine
+from einrel.taskgraph.interpret import assemble_outputs
 from einrel.workloads import get_workload, max_rel_error
 from test_offload import check_result, feeds_for, random_budget, random_graph, random_placed
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import einrel as er
-from einrel.graph import GNode, check_dtype, check_shape
+from einrel.ir.graph import GNode, check_dtype, check_shape
 
 
 def mlp():

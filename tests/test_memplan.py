@@ -10,8 +10,9 @@ import pytest
 
 import einrel as er
 from einrel.decompose.partition import Partition
-from einrel.graph import Graph
-from einrel.memplan import (
+from einrel.frontend.reference import interpret
+from einrel.ir.graph import Graph
+from einrel.memory import (
     Allocator,
     Frontier,
     MemGraph,
@@ -23,8 +24,9 @@ from einrel.memplan import (
     random_linear_extension,
     run_memory,
 )
-from einrel.reference import interpret
-from einrel.taskgraph import TaskGraph, build_tasks, place_tasks
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.ir import TaskGraph
+from einrel.taskgraph.place import place_tasks
 
 
 def placed(g: Graph, parts: int = 1, devices=None, ndev: int = 1) -> TaskGraph:

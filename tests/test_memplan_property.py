@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 import einrel as er
 from einrel.decompose.partition import Partition
-from einrel.graph import Graph
-from einrel.memplan import (
+from einrel.frontend.reference import interpret
+from einrel.ir.graph import Graph
+from einrel.memory import (
     STRATEGIES,
     MemGraph,
     min_budget,
@@ -21,8 +22,10 @@ from einrel.memplan import (
     random_linear_extension,
     run_memory,
 )
-from einrel.reference import interpret
-from einrel.taskgraph import TaskGraph, build_tasks, interpret_tasks, place_tasks
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.interpret import interpret_tasks
+from einrel.taskgraph.ir import TaskGraph
+from einrel.taskgraph.place import place_tasks
 
 DIMS = (2, 3, 4, 5)
 

@@ -21,14 +21,17 @@ import pytest
 
 import einrel as er
 from einrel.decompose import get_partitioner
-from einrel.decompose.budget import fit_to_budget, task_working_sets
 from einrel.decompose.partition import Partition
-from einrel.graph import Graph
-from einrel.memplan import MemGraph, min_budget, plan_memory
-from einrel.reference import bind_feeds, interpret
-from einrel.runtime.memengine import PRIORITIES, MemEngine, final_holders, make_schedule
+from einrel.frontend.reference import bind_feeds, interpret
+from einrel.ir.graph import Graph
+from einrel.memory import MemGraph, min_budget, plan_memory
+from einrel.memory.fit import fit_to_budget, task_working_sets
+from einrel.runtime.mem.engine import MemEngine
+from einrel.runtime.mem.schedule import PRIORITIES, final_holders, make_schedule
 from einrel.runtime.transfer import Link, parse_bandwidth
-from einrel.taskgraph import TaskGraph, build_tasks, place_tasks
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.ir import TaskGraph
+from einrel.taskgraph.place import place_tasks
 from einrel.workloads import get_workload, max_rel_error
 
 RTOL = 1e-12
@@ -117,7 +120,7 @@ def feeds_for(r: random.Random, g: Graph) -> dict[str, np.ndarray]:
 
 def check_result(mg: MemGraph, res, want: list[np.ndarray]) -> None:
     """Values, the budget, the start order as a linear extension, and the transfer totals."""
-    from einrel.taskgraph import assemble_outputs
+    from einrel.taskgraph.interpret import assemble_outputs
 
     for got, ref in zip(assemble_outputs(mg.taskgraph, res.values), want, strict=True):
         close(got, ref)
@@ -411,8 +414,8 @@ def test_link_throttles_with_jitter() -> None:
 
 
 def test_depth_first_renumbering_is_an_equivalent_task_graph() -> None:
-    from einrel.runtime.memorder import depth_first_order, reorder
-    from einrel.taskgraph import interpret_tasks
+    from einrel.memory.order import depth_first_order, reorder
+    from einrel.taskgraph.interpret import interpret_tasks
 
     r = random.Random(21)
     g = random_graph(r)
@@ -429,7 +432,7 @@ def test_depth_first_renumbering_is_an_equivalent_task_graph() -> None:
 
 
 def test_simulated_clock_runs_every_priority_within_budget() -> None:
-    from einrel.runtime.memsim import simulate_memory
+    from einrel.runtime.mem.sim import simulate_memory
 
     r = random.Random(9)
     g = random_graph(r)
@@ -447,7 +450,7 @@ def test_simulated_clock_runs_every_priority_within_budget() -> None:
 
 
 def test_a_failing_kernel_names_the_memory_node() -> None:
-    from einrel.runtime.memengine import NumpyArenas
+    from einrel.runtime.backends.numpy_arenas import NumpyArenas
 
     class Broken(NumpyArenas):
         def compute(self, n, first, inputs, variables, link):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from einrel.cli.place import app
 from einrel.place import load_graph_file
-from einrel.place.cli import app
 from einrel.place.doppler import DopplerPolicy, load_policy
 from einrel.place.graphfile import RELEASED_DIR
 from einrel.place.simulate import simulate
@@ -95,7 +95,7 @@ def test_errors_exit_non_zero_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("2\n\n0,\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "einrel.place.cli", str(bad), "--devices", "2", "--json"],
+        [sys.executable, "-m", "einrel.cli.place", str(bad), "--devices", "2", "--json"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -25,15 +25,18 @@ import pytest
 
 import einrel as er
 from einrel.decompose.partition import Partition
-from einrel.graph import Graph
-from einrel.reference import bind_feeds, interpret
-from einrel.runtime.ray_plan import modelled_bytes, split_plan
-from einrel.runtime.replay import check_events, peak_from_events
-from einrel.taskgraph import Task, TaskGraph, assemble_outputs, build_tasks, place_tasks, run_task
+from einrel.frontend.reference import bind_feeds, interpret
+from einrel.ir.graph import Graph
+from einrel.runtime.ray.plan import modelled_bytes, split_plan
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.interpret import assemble_outputs, run_task
+from einrel.taskgraph.ir import Task, TaskGraph
+from einrel.taskgraph.place import place_tasks
+from einrel.testing.events import check_events, peak_from_events
 
 ray = pytest.importorskip("ray")
 
-from einrel.runtime.ray_engine import RayEngine  # noqa: E402
+from einrel.runtime.ray.engine import RayEngine  # noqa: E402
 from helpers import local_ray  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
@@ -220,7 +223,7 @@ def test_memory_budget_is_reserved_per_actor(cluster: Any) -> None:
 def test_ray_demo_passes(cluster: Any) -> None:
     from rich.console import Console
 
-    from einrel.runtime.ray_demo import ray_demo
+    from einrel.demos.ray import ray_demo
 
     out = io.StringIO()
     code = ray_demo("tiny", devices=2, runs=1, console=Console(file=out, width=120))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import einrel as er
-from einrel.reference import bind_feeds, interpret
+from einrel.frontend.reference import bind_feeds, interpret
 
 
 def test_single_tensor_and_lists():

@@ -21,13 +21,16 @@ from hypothesis import strategies as st
 
 import einrel as er
 from einrel.decompose.partition import Partition
-from einrel.frontend import var
-from einrel.graph import GNode, Graph
-from einrel.reference import bind_feeds, interpret
+from einrel.devices import cores
+from einrel.frontend.reference import bind_feeds, interpret
+from einrel.frontend.tensor import var
+from einrel.ir.graph import GNode, Graph
 from einrel.runtime import LocalEngine, SimEngine
-from einrel.runtime.costmodel import cores
-from einrel.runtime.replay import check_events, peak_from_events
-from einrel.taskgraph import TaskGraph, assemble_outputs, build_tasks, interpret_tasks, place_tasks
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.interpret import assemble_outputs, interpret_tasks
+from einrel.taskgraph.ir import TaskGraph
+from einrel.taskgraph.place import place_tasks
+from einrel.testing.events import check_events, peak_from_events
 
 RTOL = 1e-12
 

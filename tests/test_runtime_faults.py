@@ -13,9 +13,12 @@ import pytest
 
 import einrel as er
 from einrel.decompose.partition import Partition
-from einrel.reference import bind_feeds, interpret
+from einrel.frontend.reference import bind_feeds, interpret
 from einrel.runtime import LocalEngine
-from einrel.taskgraph import Task, TaskGraph, assemble_outputs, build_tasks, place_tasks, run_task
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.interpret import assemble_outputs, run_task
+from einrel.taskgraph.ir import Task, TaskGraph
+from einrel.taskgraph.place import place_tasks
 
 Runner = Callable[[Task, Sequence[np.ndarray], Mapping[int, np.ndarray], Mapping[str, float]], Any]
 

@@ -8,8 +8,10 @@ import pytest
 import einrel as er
 from einrel.decompose.partition import Partition
 from einrel.runtime import CostModel, SimEngine
-from einrel.runtime.replay import check_events, peak_from_events
-from einrel.taskgraph import Task, TaskGraph, build_tasks, place_tasks
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.ir import Task, TaskGraph
+from einrel.taskgraph.place import place_tasks
+from einrel.testing.events import check_events, peak_from_events
 
 KIND_SECONDS = {"input": 0.5, "apply": 1.0, "move": 2.0, "assemble": 0.125}
 

@@ -11,7 +11,9 @@ import einrel as er
 from einrel.decompose.partition import Partition
 from einrel.runtime import CostModel, SimEngine, calibrate_and_save, default_path
 from einrel.runtime.trace import chrome_trace, write_chrome_trace, write_gantt
-from einrel.taskgraph import TaskGraph, build_tasks, place_tasks
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.ir import TaskGraph
+from einrel.taskgraph.place import place_tasks
 
 
 def matmul_tg(n: int, parts: int, ndev: int) -> TaskGraph:

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import einrel as er
-from einrel import scalar as S
+from einrel.ir import scalar as S
 
 U64 = 2.0**-53  # unit roundoff of float64
 X0, X1, X2 = S.hole(0), S.hole(1), S.hole(2)

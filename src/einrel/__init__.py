@@ -1,6 +1,5 @@
 """einrel: write a model in extended einsum; einrel decomposes, places, plans memory and runs it."""
 
-from .autodiff import grad
 from .devices import Devices, cpu, gpu, ray
 from .errors import (
     CompileError,
@@ -14,47 +13,47 @@ from .errors import (
     ShapeError,
     SpecError,
 )
-from .frontend import abs_ as abs
-from .frontend import (
-    astype,
-    broadcast_shapes,
-    causal_mask,
-    concat,
-    cross_entropy,
-    einsum,
-    elementwise,
+from .frontend.autodiff import grad
+from .frontend.functions import abs_ as abs
+from .frontend.functions import (
     exp,
-    fill,
     gelu,
-    input,
-    layer_norm,
     log,
-    log_softmax,
-    matmul,
     maximum,
-    mean,
     minimum,
-    mse,
-    ones,
     relu,
-    reshape,
-    rms_norm,
     sigmoid,
     silu,
-    softmax,
     sqrt,
-    stop_gradient,
     tanh,
+    where,
+)
+from .frontend.nn import cross_entropy, layer_norm, log_softmax, mse, rms_norm, softmax
+from .frontend.reference import evaluate
+from .frontend.tensor import (
+    Tensor,
+    astype,
+    broadcast_shapes,
+    build_graph,
+    causal_mask,
+    concat,
+    einsum,
+    elementwise,
+    fill,
+    input,
+    matmul,
+    mean,
+    ones,
+    reshape,
+    stop_gradient,
     transpose,
     var,
-    where,
     zeros,
 )
-from .frontend import slice_ as slice
-from .frontend import sum_ as sum
-from .graph import Graph, Tensor, build_graph
+from .frontend.tensor import slice_ as slice
+from .frontend.tensor import sum_ as sum
+from .ir.graph import Graph
 from .program import Plan, Program, Report, compile
-from .reference import evaluate
 
 __version__ = "0.1.0"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -111,3 +112,11 @@ def gpu(
 def ray(n: int, address: str | None = None, memory: int | str | None = None) -> Devices:
     """n devices as pinned Ray actors (a local cluster, or `address` such as "auto")."""
     return Devices("ray", n, parse_bytes(memory, f"ray({n}) memory"), address)
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -18,11 +18,15 @@ import numpy as np
 from .decompose.partition import Partition
 from .devices import Devices, cpu, parse_bytes
 from .errors import CompileError, EinrelError
-from .fuse import fuse_elementwise
-from .graph import Graph, Tensor, build_graph
+from .frontend.reference import bind_feeds
+from .frontend.tensor import Tensor, build_graph
+from .ir.fuse import fuse_elementwise
+from .ir.graph import Graph
 from .progress import StepProgress
-from .reference import bind_feeds
-from .taskgraph import TaskGraph, assemble_outputs, build_tasks, place_tasks
+from .taskgraph.build import build_tasks
+from .taskgraph.interpret import assemble_outputs
+from .taskgraph.ir import TaskGraph
+from .taskgraph.place import place_tasks
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class Program:
         )
         if trace is not None:
             if mg is not None:
-                from .runtime.memengine import write_mem_trace
+                from .runtime.mem.trace import write_mem_trace
 
                 write_mem_trace(res.events, mg, trace)
             else:
@@ -150,7 +154,7 @@ class Program:
         """Simulated makespan in seconds under the program's cost model: of the memory plan
         (evictions, loads and all) when there is one, else of the placed task graph."""
         if self.plan.memgraph is not None:
-            from .runtime.memsim import simulate_memory
+            from .runtime.mem.sim import simulate_memory
 
             return simulate_memory(
                 self.plan.memgraph, self.priority, cost_model=self.cost_model
@@ -212,7 +216,7 @@ def compile(
     with StepProgress("er.compile", enabled=progress) as bar:
         from .decompose import get_partitioner, plan_cost
         from .place.registry import place
-        from .runtime.costmodel import CostModel
+        from .taskgraph.cost import CostModel
 
         t0 = time.perf_counter()
         _check_options(partitioner, chunks, options)
@@ -238,7 +242,7 @@ def compile(
 
             budget = default_budget(devs)
         if budget is not None and fit_budget:
-            from .decompose.budget import fit_to_budget
+            from .memory.fit import fit_to_budget
 
             decomposition = fit_to_budget(
                 graph, decomposition, devs.n, budget, max_tasks=max_tasks, on_round=bar.step
@@ -249,8 +253,8 @@ def compile(
         placed = place_tasks(unplaced, assignment, devs.n)
         memgraph = None
         if budget is not None or devs.kind == "gpu":
-            from .memplan import plan_memory
-            from .runtime.memorder import reorder
+            from .memory import plan_memory
+            from .memory.order import reorder
 
             placed = reorder(placed, "depth-first")  # TURNIP plans in a depth-first order
             bar.step(f"planning memory for {len(placed.tasks)} tasks")
@@ -309,7 +313,7 @@ def _engine_kind(devs: Devices, memory: bool) -> str:
 
 def _engine_class(kind: str) -> Any:
     if kind == "memory":
-        from .runtime.memengine import MemEngine
+        from .runtime.mem.engine import MemEngine
 
         return MemEngine
     if kind == "local":
@@ -320,7 +324,7 @@ def _engine_class(kind: str) -> Any:
         from .runtime.gpu import GpuEngine
 
         return GpuEngine
-    from .runtime.ray_engine import RayEngine
+    from .runtime.ray.engine import RayEngine
 
     return RayEngine
 
@@ -330,7 +334,7 @@ def _check_engine(kind: str, priority: Any, options: Mapping[str, Any]) -> None:
     import inspect
 
     from .runtime.core import PRIORITIES as CORE
-    from .runtime.memengine import PRIORITIES as MEMORY
+    from .runtime.mem.schedule import PRIORITIES as MEMORY
 
     valid = MEMORY if kind in ("memory", "gpu") else CORE
     if isinstance(priority, str) and priority not in valid:
@@ -356,7 +360,7 @@ def _engine(
     devs: Devices, priority: str, model: Any, memory: bool, options: Mapping[str, Any]
 ) -> Any:
     if devs.kind == "cpu" and memory:
-        from .runtime.memengine import MemEngine
+        from .runtime.mem.engine import MemEngine
 
         return MemEngine(devs.n, priority=priority, cost_model=model, **options)
     if devs.kind == "cpu":
@@ -364,7 +368,8 @@ def _engine(
 
         return LocalEngine(devs.n, priority=priority, cost_model=model)
     if devs.kind == "gpu":
-        from .runtime.gpu import GpuEngine, cuda_available
+        from .runtime.backends.torch_arenas import cuda_available
+        from .runtime.gpu import GpuEngine
 
         opts = dict(options)
         if opts.get("device") is None and not cuda_available():
@@ -374,7 +379,7 @@ def _engine(
             )
         return GpuEngine(devs, priority=priority, cost_model=model, **opts)
     if devs.kind == "ray":
-        from .runtime.ray_engine import RayEngine
+        from .runtime.ray.engine import RayEngine
 
         return RayEngine(devs, priority=priority, cost_model=model, **options)
     raise EinrelError(f"unknown device kind {devs.kind!r}")

@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 
 from ..errors import CompileError
-from ..graph import Graph
+from ..ir.graph import Graph
 from .candidates import check_ndev, is_contraction
 from .classes import Classes, Slot, label_classes, links, partitions_from_classes
 from .cost import LEAVES

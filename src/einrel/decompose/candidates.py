@@ -18,7 +18,7 @@ import functools
 import math
 
 from ..errors import CompileError
-from ..graph import GNode, Graph
+from ..ir.graph import GNode, Graph
 
 SPACES = ("contraction", "all", "all_range")
 

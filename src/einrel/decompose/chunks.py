@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import CompileError
-from ..graph import GNode, Graph
+from ..ir.graph import GNode, Graph
 from .candidates import check_ndev
 from .classes import Slot, label_classes
 from .partition import Partition

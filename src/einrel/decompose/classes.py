@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..graph import Graph
+from ..ir.graph import Graph
 from .usage import partition_shape, squeeze_map
 
 Slot = tuple[int, int]

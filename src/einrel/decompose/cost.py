@@ -19,17 +19,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..graph import Graph
+from ..ir.graph import Graph
 from .partition import Partition
-from .usage import (
-    Bounds,
-    Grid,
-    grid_of,
-    output_grid,
-    parts_of,
-    producer_usages,
-    refine_all,
-)
+from .usage import Bounds, Grid, grid_of, output_grid, parts_of, producer_usages, refine_all
 
 LEAVES = ("input", "fill")
 

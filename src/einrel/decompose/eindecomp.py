@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import CompileError
-from ..graph import Graph
+from ..ir.graph import Graph
 from .baselines import data_parallel, largest_dim, model_parallel
 from .candidates import SPACES, check_ndev
 from .cost import LEAVES

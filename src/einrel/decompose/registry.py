@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import CompileError
-from ..graph import Graph
+from ..ir.graph import Graph
 from .baselines import data_parallel, largest_dim, model_parallel, whole
 from .chunks import chunks_partitioner
 from .eindecomp import eindecomp

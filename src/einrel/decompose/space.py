@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..graph import Graph
+from ..ir.graph import Graph
 from .cost import LEAVES, agg_cost, dim_sums, join_cost
 from .usage import Bounds, Grid, output_grid, producer_usages
 

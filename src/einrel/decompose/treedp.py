@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..graph import Graph
+from ..ir.graph import Graph
 from .candidates import candidate_parts
 from .cost import LEAVES, repartition_cost
 from .partition import Partition

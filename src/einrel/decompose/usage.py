@@ -15,7 +15,7 @@ import functools
 import math
 from collections.abc import Sequence
 
-from ..graph import GNode, Graph
+from ..ir.graph import GNode, Graph
 from .partition import PartDim, Partition
 
 Bounds = tuple[int, ...]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CompileError
-from ..taskgraph import TaskGraph
+from ..taskgraph.ir import TaskGraph
 
 KINDS = ("alloc", "free", "evict", "load", "compute", "touch", "done")
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import ExecutionError
-from ..taskgraph import assemble_outputs, run_task
+from ..taskgraph.interpret import assemble_outputs, run_task
 from .graph import MemGraph, MemNode, Region
 
 
@@ -193,7 +193,7 @@ def run_memory(
     check_deps: bool = True,
 ) -> ArenaMachine:
     """`interpret_memory`, returning the finished machine (outputs, peak bytes, host store)."""
-    from ..reference import bind_feeds
+    from ..frontend.reference import bind_feeds
 
     inputs, variables = bind_feeds(mg.taskgraph.graph, feeds)
     m = ArenaMachine(mg, inputs, variables)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CompileError, MemoryBudgetError
-from ..taskgraph import TaskGraph
+from ..taskgraph.ir import TaskGraph
 from .allocator import ALIGNMENT, Allocator, aligned
 from .graph import MemGraph, MemNode, MemStats, OutputPlace, Region
 

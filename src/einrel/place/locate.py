@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CompileError
-from ..taskgraph import Task, TaskGraph
+from ..taskgraph.ir import Task, TaskGraph
 
 LEAVES = ("input", "fill")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import CompileError
-from ..taskgraph import TaskGraph
+from ..taskgraph.ir import TaskGraph
 from .dag import PlaceGraph
 from .heuristics import OPTIONAL_PLACERS, PLACERS, get_placer
 from .locate import eindecomp_greedy, round_robin

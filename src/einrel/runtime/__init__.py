@@ -1,7 +1,8 @@
 """Run placed task graphs: a scheduling core shared by a local threaded engine and a simulator."""
 
+from ..taskgraph.cost import CostModel, default_path
+from .calibrate import calibrate, calibrate_and_save
 from .core import PRIORITIES, Core, Event, Plan, make_plan, remaining_path
-from .costmodel import CostModel, calibrate, calibrate_and_save, default_path
 from .local import LocalEngine, RunResult
 from .sim import SimEngine, SimResult
 from .trace import chrome_trace, write_chrome_trace, write_gantt

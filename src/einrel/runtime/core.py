@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from heapq import heappop, heappush
 
 from ..errors import CompileError
-from ..taskgraph import Task, TaskGraph
-from .costmodel import CostModel
+from ..taskgraph.cost import CostModel
+from ..taskgraph.ir import Task, TaskGraph
 
 PRIORITIES = ("critical-path", "fifo", "bfs", "dfs", "given")
 

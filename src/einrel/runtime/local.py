@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import cores
 from ..errors import ExecutionError
-from ..taskgraph import Task, TaskGraph, run_task
+from ..taskgraph.cost import CostModel
+from ..taskgraph.interpret import run_task
+from ..taskgraph.ir import Task, TaskGraph
 from .core import Core, Event, Plan, Priority, make_plan
-from .costmodel import CostModel, cores
 
 Runner = Callable[[Task, Sequence[np.ndarray], Mapping[int, np.ndarray], Mapping[str, float]], Any]
 
@@ -233,8 +235,8 @@ class LocalEngine:
 
     def evaluate(self, tg: TaskGraph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """Convenience: bind named feeds, run, and tile the graph outputs."""
-        from ..reference import bind_feeds
-        from ..taskgraph import assemble_outputs
+        from ..frontend.reference import bind_feeds
+        from ..taskgraph.interpret import assemble_outputs
 
         inputs, variables = bind_feeds(tg.graph, feeds)
         return assemble_outputs(tg, self.run(tg, inputs, variables).values)

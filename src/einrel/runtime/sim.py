@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from heapq import heappop, heappush
 
 from ..errors import ExecutionError
-from ..taskgraph import Task, TaskGraph
+from ..taskgraph.cost import CostModel
+from ..taskgraph.ir import Task, TaskGraph
 from .core import Core, Event, Plan, Priority, make_plan
-from .costmodel import CostModel
 
 
 @dataclass

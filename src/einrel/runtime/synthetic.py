@@ -8,8 +8,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..graph import GNode, Graph, build_graph
-from ..taskgraph import Task, TaskGraph, run_task
+from ..frontend.tensor import build_graph
+from ..ir.graph import GNode, Graph
+from ..taskgraph.interpret import run_task
+from ..taskgraph.ir import Task, TaskGraph
 
 
 def _relu_graph() -> tuple[Graph, GNode]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..taskgraph import TaskGraph
+from ..taskgraph.ir import TaskGraph
 from .core import Event
 
 KIND_COLORS = {

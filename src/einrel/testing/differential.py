@@ -249,9 +249,9 @@ def check_compiled(ref: Reference, opts: Options) -> None:
     import einrel as er
 
     from ..errors import MemoryBudgetError
+    from ..frontend.reference import interpret
     from ..memory import interpret_memory, random_linear_extension
-    from ..reference import interpret
-    from ..taskgraph import interpret_tasks
+    from ..taskgraph.interpret import interpret_tasks
 
     opts = resolve_budget(ref.outs, opts)
     program = ref.case.program(opts.source())
@@ -323,8 +323,9 @@ def check_blocks(ref: Reference, ch: Choices) -> None:
     import random
 
     from ..decompose.partition import Partition
-    from ..fuse import fuse_elementwise
-    from ..graph import build_graph
+    from ..frontend.reference import bind_feeds
+    from ..frontend.tensor import build_graph
+    from ..ir.fuse import fuse_elementwise
     from ..memory import (
         STRATEGIES,
         interpret_memory,
@@ -332,11 +333,12 @@ def check_blocks(ref: Reference, ch: Choices) -> None:
         plan_memory,
         random_linear_extension,
     )
-    from ..reference import bind_feeds
+    from ..memory.order import reorder
     from ..runtime.local import LocalEngine
-    from ..runtime.memengine import MemEngine
-    from ..runtime.memorder import reorder
-    from ..taskgraph import assemble_outputs, build_tasks, interpret_tasks, place_tasks
+    from ..runtime.mem.engine import MemEngine
+    from ..taskgraph.build import build_tasks
+    from ..taskgraph.interpret import assemble_outputs, interpret_tasks
+    from ..taskgraph.place import place_tasks
 
     fuse = ch.coin(0.5)
     graph = build_graph(ref.outs)

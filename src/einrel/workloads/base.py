@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from .. import frontend as F
-from .. import scalar as S
-from ..autodiff import grad
 from ..errors import EinrelError
-from ..graph import Graph, Tensor, build_graph
+from ..frontend.autodiff import grad
+from ..frontend.tensor import Tensor, build_graph
+from ..ir import scalar as S
+from ..ir.graph import Graph
 
 Feeds = dict[str, np.ndarray | float]
 

@@ -20,7 +20,7 @@ import torch
 
 from .. import frontend as F
 from ..errors import EinrelError
-from ..graph import Tensor
+from ..frontend.tensor import Tensor
 from .base import (
     Feeds,
     Workload,

@@ -39,7 +39,7 @@ class RealTarget:
 
     def run(self, assignment: list[int], repeats: int = 1) -> float:
         """Median wall time in seconds of `repeats` runs of the placed task graph."""
-        from ...taskgraph import place_tasks
+        from ...taskgraph.place import place_tasks
 
         placed = place_tasks(self.tasks, self.devices(assignment), self.ndev)
         times = [
@@ -69,12 +69,12 @@ def workload_target(
     graph, and its fingerprint, is the one `er.compile(..., placer="doppler")` sees), and bind
     its feeds for the local engine."""
     from ...decompose import get_partitioner
-    from ...fuse import fuse_elementwise
-    from ...graph import build_graph
-    from ...reference import bind_feeds
-    from ...runtime.costmodel import CostModel
+    from ...frontend.reference import bind_feeds
+    from ...frontend.tensor import build_graph
+    from ...ir.fuse import fuse_elementwise
     from ...runtime.local import LocalEngine
-    from ...taskgraph import build_tasks
+    from ...taskgraph.build import build_tasks
+    from ...taskgraph.cost import CostModel
     from ...workloads import SIZES, get_workload
     from ..registry import to_place_graph
 

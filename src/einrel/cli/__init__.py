@@ -1,0 +1,1 @@
+"""The `einrel` command line: `demo`, `plan`, `calibrate` (`main`) and `place` (`place`)."""

@@ -1,0 +1,202 @@
+"""Lazy tensors and the whole-tensor dataflow graph they describe.
+
+A `Tensor` wraps an immutable `Node`; nodes point at their inputs, so building a model builds a
+DAG with no global state. `build_graph(outputs)` numbers the nodes reachable from the outputs in a
+deterministic topological order and returns a `Graph`: plain data that prints like a jaxpr and is
+what every later stage consumes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ShapeError
+from .einsum import Einsum
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+
+
+_SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16"}
+
+
+OPS = ("input", "fill", "einsum", "slice", "concat", "reshape")
+
+
+def check_dtype(dtype: Any, where: str) -> str:
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
+    if name is None and isinstance(dtype, type):
+        try:  # numpy scalar types such as np.float32
+            import numpy as np
+
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+    if name is None and dtype is not None:
+        name = str(dtype)  # torch dtypes print as "torch.float32"
+    name = str(name).replace("torch.", "")
+    if name not in DTYPES:
+        raise ShapeError(f"{where}: unsupported dtype {dtype!r}; expected one of {DTYPES}")
+    return name
+
+
+def check_shape(shape: Any, where: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        raise ShapeError(f"{where}: shape must be a sequence of ints, got {shape!r}") from None
+    if any(n < 1 for n in dims) or any(int(n) != n for n in shape):
+        raise ShapeError(f"{where}: every dimension must be a positive int, got {shape!r}")
+    return dims
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A constant tensor: `value` everywhere, or (`triu`) only strictly above the diagonal of the
+    last two dims and 0 elsewhere — the additive causal mask."""
+
+    value: float
+    triu: bool = False
+
+    def __str__(self) -> str:
+        return f"fill[{self.value}{', triu' if self.triu else ''}]"
+
+
+@dataclass(frozen=True)
+class Slice:
+    starts: tuple[int, ...]
+    stops: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return "slice[" + ", ".join(f"{a}:{b}" for a, b in zip(self.starts, self.stops)) + "]"
+
+
+@dataclass(frozen=True)
+class Concat:
+    axis: int
+
+    def __str__(self) -> str:
+        return f"concat[axis={self.axis}]"
+
+
+@dataclass(frozen=True)
+class Reshape:
+    shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"reshape[{self.shape}]"
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One operation in the lazy DAG; identity is object identity."""
+
+    op: str
+    inputs: tuple[Node, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    attrs: Any = None
+    name: str | None = None
+    stop_grad: bool = False
+
+
+@dataclass(frozen=True)
+class GNode:
+    """A graph node: `inputs` are ids of earlier nodes (ids are a topological order)."""
+
+    id: int
+    op: str
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    attrs: Any
+    name: str
+    stop_grad: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+
+    @property
+    def einsum(self) -> Einsum:
+        assert self.op == "einsum", self
+        return self.attrs
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Whole-tensor dataflow graph: nodes in topological order and the ids of the outputs."""
+
+    nodes: tuple[GNode, ...]
+    outputs: tuple[int, ...]
+    _consumers: dict[int, tuple[int, ...]] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        cons: dict[int, list[int]] = {n.id: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in dict.fromkeys(n.inputs):
+                cons[i].append(n.id)
+        object.__setattr__(self, "_consumers", {k: tuple(v) for k, v in cons.items()})
+
+    def __getitem__(self, i: int) -> GNode:
+        return self.nodes[i]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def consumers(self, i: int) -> tuple[int, ...]:
+        """Distinct consumer ids of node i, in id order."""
+        return self._consumers[i]
+
+    @property
+    def inputs(self) -> tuple[GNode, ...]:
+        return tuple(n for n in self.nodes if n.op == "input")
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        names: set[str] = set()
+        for n in self.nodes:
+            if n.op == "einsum":
+                names |= n.einsum.join.variables()
+        return tuple(sorted(names))
+
+    def __str__(self) -> str:
+        def ty(n: GNode) -> str:
+            return f"{_SHORT[n.dtype]}[{','.join(map(str, n.shape))}]"
+
+        args = ", ".join(f"{n.name}: {ty(n)}" for n in self.inputs)
+        var = "; " + ", ".join("$" + v for v in self.variables) if self.variables else ""
+        lines = [f"graph({args}{var}) {{"]
+        for n in self.nodes:
+            if n.op == "input":
+                continue
+            ins = ", ".join(self.nodes[i].name for i in n.inputs)
+            what = str(n.attrs) + (" stop_grad" if n.stop_grad else "")
+            lines.append(f"  {n.name} = {what}({ins})  : {ty(n)}")
+        lines.append("  return " + ", ".join(self.nodes[i].name for i in self.outputs))
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def toposort(roots: Iterable[Node]) -> list[Node]:
+    """Nodes reachable from `roots`, inputs before users (depth-first, operands in order)."""
+    seen: set[int] = set()
+    order: list[Node] = []
+    for root in roots:
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, done = stack.pop()
+            if id(node) in seen:
+                continue
+            if done:
+                seen.add(id(node))
+                order.append(node)
+                continue
+            stack.append((node, True))
+            stack.extend((x, False) for x in reversed(node.inputs) if id(x) not in seen)
+    return order

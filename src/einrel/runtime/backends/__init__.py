@@ -1,0 +1,2 @@
+"""Arena backends of the memory engine: numpy buffers (`numpy_arenas`) and torch tensors on
+CUDA or CPU (`torch_arenas`)."""

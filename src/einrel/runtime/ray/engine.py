@@ -1,0 +1,646 @@
+"""The Ray engine (`er.ray(n, address=None, memory=None)`): one long-lived actor per device.
+
+Actors are created when the program is compiled, each pinned to a node (node affinity, hard), so
+the placement the compiler chose is final. They are shared: device k on a node is one named actor
+that every program of this process using that node's k-th device attaches to (each program ships
+its own plans to it, and runs of different programs may overlap), so two programs need no more CPUs
+than the larger of them. The last program to close kills the actor. Each actor runs the shared
+scheduling core on its own part of the plan (`ray_plan.split_plan`) with `run_task` as the kernel,
+and its BLAS pool is limited to its share of the node's cores. Blocks move actor to actor through
+Ray's object store: the producer `ray.put`s a block other devices read and sends the reference to
+each destination actor, whose `move` task fetches it (see `ray_worker`). The driver ships each
+compiled plan once (actors cache parts by plan key), and a run sends only the feeds (one `ray.put`
+per graph input) and gathers the output blocks.
+
+Faults. The driver waits on the actors with `ray.wait` and a short poll, asking each for its
+running tasks meanwhile. An actor that dies makes `run` raise `ExecutionError` naming the device
+and the task it was running (from its last status); the surviving actors are told to abort, and
+the next `run` starts a replacement on the same node. A kernel that raises is reported the same
+way. A cluster that cannot be reached, or that lacks the CPUs or memory the devices ask for, is a
+`CompileError` when the engine is built (that is, from `er.compile`).
+
+Ray is imported only by this module and `ray_worker`; `import einrel` never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ...devices import Devices, cores
+from ...errors import CompileError, ExecutionError
+from ...taskgraph.cost import CostModel
+from ...taskgraph.ir import TaskGraph
+from ..core import Plan, Priority, make_plan
+from ..local import RunResult
+from .plan import DevicePart, split_plan
+
+try:
+    import ray
+    from ray.exceptions import RayActorError
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+except ImportError as _exc:
+    raise CompileError(
+        "er.ray(...) needs Ray, which is not installed: install the extra with "
+        "`pip install 'einrel[ray]'`"
+    ) from None
+
+from .worker import Runner
+
+MAX_CACHED_PLANS = 4
+
+
+class _Owners:
+    """The handles that keep this process's shared device actors alive, by (Ray job, name).
+
+    A Ray actor lives while the handle its creator got lives (handles looked up by name do not
+    count), so the process, not any one program, must hold it: a program that created an actor
+    may close while others still use it. This is the one piece of process-wide state of the
+    Ray engine, as the Ray connection itself is.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.handles: dict[tuple[str, str], Any] = {}
+
+    def get_or_start(self, name: str, start: Any) -> Any:
+        key = (ray.get_runtime_context().get_job_id(), name)
+        with self.lock:
+            h = self.handles.get(key)
+            if h is None:
+                h = self.handles[key] = start()
+            return h
+
+    def current(self, name: str) -> Any:
+        return self.handles.get((ray.get_runtime_context().get_job_id(), name))
+
+    def drop(self, name: str, handle: Any) -> None:
+        """Forget `handle` (dead or killed) unless the name already holds a newer actor."""
+        key = (ray.get_runtime_context().get_job_id(), name)
+        with self.lock:
+            h = self.handles.get(key)
+            if h is not None and h._actor_id == handle._actor_id:
+                del self.handles[key]
+
+
+_OWNERS = _Owners()
+
+
+class RayEngine:
+    """Runs placed task graphs on `devices.n` pinned Ray actors.
+
+    `devices` is `er.ray(n, address, memory)` (or a plain count). `address=None` joins the Ray
+    runtime already initialised in this process, else the cluster in `RAY_ADDRESS`, else starts
+    a local one; "auto" or "host:port" joins a running cluster. `memory` (bytes per device) is
+    reserved on each actor's node as Ray's `memory` resource. Each actor asks for
+    `cpus_per_device` logical CPUs (0 pins by node alone) and limits its BLAS threads to
+    `blas_threads` (default: the node's cores divided by the einrel actors on that node).
+    `nodes` gives the node id of each device explicitly. `runner` replaces `run_task` as the
+    kernel (it must pickle). `poll_s` is how often the driver asks the actors what they run,
+    `abort_timeout_s` how long it waits for them after a failure, and `run_timeout_s` (None: no
+    limit) bounds a whole run.
+    """
+
+    def __init__(
+        self,
+        devices: Devices | int,
+        priority: Priority = "critical-path",
+        cost_model: CostModel | None = None,
+        *,
+        cpus_per_device: float = 1.0,
+        blas_threads: int | None = None,
+        nodes: Sequence[str] | None = None,
+        runner: Runner | None = None,
+        startup_timeout_s: float = 60.0,
+        poll_s: float = 0.1,
+        abort_timeout_s: float = 10.0,
+        run_timeout_s: float | None = None,
+    ) -> None:
+        devs = devices if isinstance(devices, Devices) else Devices("ray", int(devices))
+        if cpus_per_device < 0:
+            raise CompileError(f"cpus_per_device must be >= 0, got {cpus_per_device}")
+        self.devices = devs
+        self.ndev = devs.n
+        self.priority = priority
+        self.cost_model = cost_model if cost_model is not None else CostModel.load_or_default()
+        self.cpus_per_device = float(cpus_per_device)
+        self.runner = runner
+        self.startup_timeout_s = startup_timeout_s
+        self.poll_s = poll_s
+        self.abort_timeout_s = abort_timeout_s
+        self.run_timeout_s = run_timeout_s
+        self._run_ids = itertools.count()
+        self.engine_id = uuid.uuid4().hex
+        self._plans: OrderedDict[int, tuple[TaskGraph, Priority, CostModel, str, Plan, list]] = (
+            OrderedDict()
+        )
+        self._loaded: list[set[str]] = [set() for _ in range(self.ndev)]
+        self._dead: set[int] = set()
+        self.started_ray = _connect(devs.address, self.ndev, self.cpus_per_device)
+        self.node_ids = list(nodes) if nodes is not None else self._assign_nodes()
+        if len(self.node_ids) != self.ndev:
+            raise CompileError(f"nodes gives {len(self.node_ids)} node ids for {self.ndev} devices")
+        per_node = {n: self.node_ids.count(n) for n in set(self.node_ids)}
+        self._blas = blas_threads
+        self._per_node = per_node
+        self.names = self._actor_names()
+        self.actors: list[Any] = [None] * self.ndev
+        self.info: list[dict[str, Any]] = [{} for _ in range(self.ndev)]
+        try:
+            self._acquire(range(self.ndev), CompileError)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- actors ----------------------------------------------------------------------------------
+    def _assign_nodes(self) -> list[str]:
+        """Spread the devices evenly over the alive nodes (consecutive devices share a node),
+        within each node's CPUs and memory; the driver's node first."""
+        n, cpd, mem = self.ndev, self.cpus_per_device, self.devices.memory
+        nodes = [x for x in ray.nodes() if x.get("Alive")]
+        if not nodes:
+            raise CompileError("the Ray cluster has no alive node")
+        here = ray.get_runtime_context().get_node_id()
+        nodes.sort(key=lambda x: (x["NodeID"] != here, x["NodeID"]))
+        caps = []
+        for x in nodes:
+            res = x.get("Resources", {})
+            cap = n if cpd == 0 else int(res.get("CPU", 0) // cpd + 1e-9)
+            if mem is not None:
+                cap = min(cap, int(res.get("memory", 0) // mem))
+            caps.append(cap)
+        avail = ray.available_resources()
+        # Too small a cluster fails now; CPUs merely busy are waited for (startup_timeout_s).
+        if sum(caps) < n:
+            what = f"{cpd:g} CPU" + (f" and {mem} bytes of memory" if mem is not None else "")
+            have = ", ".join(
+                f"{x['NodeManagerAddress']}: {x.get('Resources', {}).get('CPU', 0):g} CPU, "
+                f"{x.get('Resources', {}).get('memory', 0) / 2**30:.1f} GiB"
+                for x in nodes
+            )
+            raise CompileError(
+                f"er.ray({n}): the Ray cluster lacks the resources for {n} device actors of "
+                f"{what} each (free now: {avail.get('CPU', 0.0):g} CPU; nodes: {have}). Use "
+                f"fewer devices, add nodes, or lower cpus_per_device."
+            )
+        k = len(nodes)
+        quota = [min(c, n // k + (i < n % k)) for i, c in enumerate(caps)]
+        short = n - sum(quota)
+        for i, c in enumerate(caps):  # overflow onto nodes with room to spare
+            extra = min(short, c - quota[i])
+            quota[i] += extra
+            short -= extra
+        return [nodes[i]["NodeID"] for i, q in enumerate(quota) for _ in range(q)]
+
+    def _actor_names(self) -> list[str]:
+        """The shared actor each device uses: the k-th einrel device of its node, for actors
+        made with these options (a custom runner gets actors of its own)."""
+        opts = (self.cpus_per_device, self.devices.memory, self._blas)
+        tag = uuid.uuid4().hex if self.runner is not None else repr(opts)
+        digest = hashlib.sha1(tag.encode()).hexdigest()[:10]
+        seen: dict[str, int] = {}
+        names = []
+        for node in self.node_ids:
+            k = seen.get(node, 0)
+            seen[node] = k + 1
+            names.append(f"einrel-device-{node[:16]}-{k}-{digest}")
+        return names
+
+    def _spawn(self, d: int) -> Any:
+        """The actor named for device d: the running one, or a new one pinned to its node."""
+        from .worker import DeviceWorker
+
+        node = self.node_ids[d]
+        options: dict[str, Any] = {
+            "name": self.names[d],
+            "num_cpus": self.cpus_per_device,
+            "max_concurrency": 64,
+            "max_restarts": 0,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False),
+        }
+        if self.devices.memory is not None:
+            options["memory"] = self.devices.memory
+        cls = ray.remote(DeviceWorker).options(**options)
+        return _OWNERS.get_or_start(
+            self.names[d], lambda: cls.remote(d, self._blas, self._per_node[node], self.runner)
+        )
+
+    def _acquire(self, devices: Sequence[int] | range, error: type[Exception]) -> None:
+        """Attach this engine to the actors of `devices`, starting those that do not run; an
+        actor that is closing (its last program just left) is waited out and started anew."""
+        todo = list(devices)
+        deadline = time.perf_counter() + self.startup_timeout_s
+        while todo:
+            refs = {}
+            for d in todo:
+                self.actors[d] = self._spawn(d)
+                refs[self.actors[d].attach.remote(self.engine_id)] = d
+            left = max(0.0, deadline - time.perf_counter())
+            ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=left)
+            if pending:
+                late = sorted(refs[r] for r in pending)
+                raise error(
+                    f"er.ray({self.ndev}): the actors of devices {late} did not start within "
+                    f"{self.startup_timeout_s:g} s; the cluster may lack free CPUs or memory "
+                    f"on their nodes ({sorted({self.node_ids[d] for d in late})})"
+                )
+            todo = []
+            for r in ready:
+                d = refs[r]
+                try:
+                    info = ray.get(r)
+                except RayActorError:
+                    info = None  # it died (or was being killed) as we attached: start anew
+                except Exception as exc:
+                    raise error(
+                        f"er.ray({self.ndev}): the actor of device {d} failed to start on node "
+                        f"{self.node_ids[d]}: {_first_line(exc)}"
+                    ) from exc
+                if info is None:
+                    _OWNERS.drop(self.names[d], self.actors[d])
+                    todo.append(d)
+                else:
+                    self.info[d] = info
+            if todo:
+                if time.perf_counter() > deadline:
+                    raise error(f"er.ray({self.ndev}): devices {todo} kept closing")
+                time.sleep(0.05)
+
+    def _refresh(self) -> None:
+        """Notice actors another program of this process replaced or closed since this engine
+        last ran (the owner handles say which actor holds each name now)."""
+        for d, name in enumerate(self.names):
+            current = _OWNERS.current(name)
+            if current is None or current._actor_id != self.actors[d]._actor_id:
+                self._dead.add(d)
+
+    def _revive(self) -> None:
+        """Replace the actors that died (same node); every plan is shipped again, since the
+        peers it names changed."""
+        if not self._dead:
+            return
+        dead = sorted(self._dead)
+        for d in dead:
+            _OWNERS.drop(self.names[d], self.actors[d])
+        self._acquire(dead, ExecutionError)
+        self._loaded = [set() for _ in range(self.ndev)]
+        self._dead.clear()
+
+    def close(self) -> None:
+        """Leave the device actors: this engine's plans are dropped, and an actor no other
+        program uses is killed (a Ray runtime this engine started stays up for the process)."""
+        actors, self.actors = getattr(self, "actors", []), []
+        keys = [c[3] for c in getattr(self, "_plans", {}).values()]
+        for name, a in zip(getattr(self, "names", []), actors):
+            if a is None:
+                continue
+            with contextlib.suppress(Exception):
+                for key in keys:
+                    a.forget.remote(key)
+                if ray.get(a.detach.remote(self.engine_id), timeout=self.abort_timeout_s):
+                    ray.kill(a)
+                    _OWNERS.drop(name, a)
+        if hasattr(self, "_plans"):
+            self._plans.clear()
+
+    # --- plans -----------------------------------------------------------------------------------
+    def plan(self, tg: TaskGraph) -> tuple[str, Plan, list[DevicePart]]:
+        """The key, core plan and device parts of `tg`, built once per graph (by identity)."""
+        c = self._plans.get(id(tg))
+        if c is None or c[0] is not tg or c[1] != self.priority or c[2] != self.cost_model:
+            plan = make_plan(tg, self.ndev, self.priority, self.cost_model.task_seconds)
+            parts = split_plan(tg, plan)
+            c = (tg, self.priority, self.cost_model, uuid.uuid4().hex, plan, parts)
+            self._plans[id(tg)] = c
+            while len(self._plans) > MAX_CACHED_PLANS:
+                old = self._plans.popitem(last=False)[1]
+                for d, a in enumerate(self.actors):
+                    if old[3] in self._loaded[d]:
+                        a.forget.remote(old[3])
+                        self._loaded[d].discard(old[3])
+        self._plans.move_to_end(id(tg))
+        return c[3], c[4], c[5]
+
+    def _ship(self, key: str, parts: list[DevicePart]) -> None:
+        need = [d for d in range(self.ndev) if key not in self._loaded[d]]
+        if not need:
+            return
+        refs = {self.actors[d].load.remote(key, parts[d], self.actors): d for d in need}
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.startup_timeout_s)
+        for r in ready:
+            d = refs[r]
+            try:
+                ray.get(r)
+            except RayActorError as exc:
+                self._dead.add(d)
+                raise ExecutionError(
+                    f"device {d} (Ray actor on node {self.node_ids[d]}) died while the plan "
+                    f"was being shipped: {_first_line(exc)}; the next run restarts it"
+                ) from exc
+            self._loaded[d].add(key)
+        if pending:
+            raise ExecutionError(
+                f"shipping the plan to devices {[refs[r] for r in pending]} timed out"
+            )
+
+    # --- running ---------------------------------------------------------------------------------
+    def run(
+        self,
+        tg: TaskGraph,
+        inputs: Mapping[int, np.ndarray],
+        variables: Mapping[str, float] | None = None,
+        trace: bool = False,
+    ) -> RunResult:
+        """Execute every task of the placed graph `tg` on the actors; `inputs` are whole
+        graph-input arrays by node id. Raises ExecutionError naming the device and the task if
+        a kernel fails or an actor dies."""
+        if not self.actors:
+            raise ExecutionError("this Ray engine is closed")
+        # A memory-planned program hands over its MemGraph: the actors run its task graph (the
+        # budget is reserved per actor as Ray memory; offload is not done on actors).
+        tg = getattr(tg, "taskgraph", tg)
+        self._refresh()
+        self._revive()
+        key, _, parts = self.plan(tg)
+        self._ship(key, parts)
+        run_id = f"{self.engine_id}:{next(self._run_ids)}"
+        t0 = time.perf_counter()
+        t0_wall = time.time()
+        needed = sorted({n for p in parts for n in p.feeds})
+        refs = {}
+        for n in needed:
+            if n not in inputs:
+                raise ExecutionError(f"no value for graph input {tg.graph[n].name}")
+            refs[n] = ray.put(np.asarray(inputs[n]))
+        var = dict(variables or {})
+        calls = {
+            self.actors[d].execute.remote(
+                key, run_id, {n: [refs[n]] for n in parts[d].feeds}, var, trace
+            ): d
+            for d in range(self.ndev)
+        }
+        results, failure = self._wait(tg, parts, run_id, calls, t0)
+        if failure is not None:
+            raise failure
+        wall = time.perf_counter() - t0
+        values: dict[int, np.ndarray] = {}
+        events = []
+        for d in range(self.ndev):
+            res = results[d]
+            values.update(res["values"])
+            if trace:
+                off = res["t0_wall"] - t0_wall
+                events.extend((t, dv, w, s + off, e + off) for t, dv, w, s, e in res["events"])
+        events.sort(key=lambda ev: (ev[3], ev[0]))
+        return RunResult(
+            values=values,
+            wall_time_s=wall,
+            peak_bytes={d: results[d]["peak"] for d in range(self.ndev)},
+            bytes_moved=sum(results[d]["moved"] for d in range(self.ndev)),
+            bytes_offloaded=0,
+            busy_s={d: results[d]["busy"] for d in range(self.ndev)},
+            events=events,
+        )
+
+    def _wait(
+        self,
+        tg: TaskGraph,
+        parts: list[DevicePart],
+        run_id: str,
+        calls: dict[Any, int],
+        t0: float,
+    ) -> tuple[dict[int, dict[str, Any]], ExecutionError | None]:
+        """Gather every device's result; on the first failure abort the others and build the
+        error. Polls each device's status so a death can name the task it was running."""
+        pending = dict(calls)
+        results: dict[int, dict[str, Any]] = {}
+        status: dict[int, dict[str, Any]] = {}
+        asked: dict[Any, int] = {}
+        dead: dict[int, BaseException] = {}
+        errors: list[tuple[int, tuple[int, str, str]]] = []
+        next_poll = time.perf_counter() + self.poll_s
+        while pending and not dead and not errors:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
+            for r in ready:
+                d = pending.pop(r)
+                self._collect(d, r, results, dead, errors)
+            now = time.perf_counter()
+            if self.run_timeout_s is not None and now - t0 > self.run_timeout_s:
+                break
+            if pending and now >= next_poll:
+                next_poll = now + self.poll_s
+                done_status, _ = ray.wait(list(asked), num_returns=len(asked), timeout=0)
+                for r in done_status:
+                    d = asked.pop(r)
+                    with contextlib.suppress(Exception):
+                        status[d] = ray.get(r)
+                waiting = set(asked.values())
+                for d in set(pending.values()) - waiting:
+                    asked[self.actors[d].status.remote(run_id)] = d
+        if not pending and not dead and not errors:
+            return results, None
+        # Something failed (or the run timed out): stop the others, then wait for them, bounded.
+        for d in set(pending.values()):
+            with contextlib.suppress(Exception):
+                self.actors[d].abort.remote(run_id)
+        if pending:
+            ready, late = ray.wait(
+                list(pending), num_returns=len(pending), timeout=self.abort_timeout_s
+            )
+            for r in ready:
+                self._collect(pending.pop(r), r, results, dead, errors)
+            for r in late:
+                d = pending.pop(r)
+                dead.setdefault(d, TimeoutError("did not stop after an abort"))
+        for r, d in asked.items():
+            with contextlib.suppress(Exception):
+                st = ray.get(r, timeout=0)
+                if st.get("run") == run_id:
+                    status[d] = st
+        for d, exc in dead.items():
+            self._dead.add(d)
+            if not isinstance(exc, RayActorError):
+                with contextlib.suppress(Exception):
+                    ray.kill(self.actors[d])
+        if dead:
+            return results, self._death_error(tg, parts, dead, status)
+        if errors:
+            d, (gid, message, tb) = errors[0]
+            return results, _task_error(tg, d, gid, message, tb)
+        running = {d: status.get(d, {}).get("running", []) for d in range(self.ndev)}
+        busy = "; ".join(
+            f"device {d}: {', '.join(_describe(tg, t) for t in ts)}"
+            for d, ts in running.items()
+            if ts
+        )
+        return results, ExecutionError(
+            f"the run exceeded run_timeout_s={self.run_timeout_s:g} s and was aborted"
+            + (f"; running: {busy}" if busy else "")
+        )
+
+    @staticmethod
+    def _collect(
+        d: int,
+        ref: Any,
+        results: dict[int, dict[str, Any]],
+        dead: dict[int, BaseException],
+        errors: list[tuple[int, tuple[int, str, str]]],
+    ) -> None:
+        try:
+            res = ray.get(ref)
+        except RayActorError as exc:
+            dead[d] = exc
+            return
+        except Exception as exc:  # the actor method itself raised: an engine bug
+            errors.append((d, (-1, f"{type(exc).__name__}: {exc}", "")))
+            return
+        if "error" in res:
+            errors.append((d, res["error"]))
+        elif not res.get("aborted"):
+            results[d] = res
+
+    def _death_error(
+        self,
+        tg: TaskGraph,
+        parts: list[DevicePart],
+        dead: Mapping[int, BaseException],
+        status: Mapping[int, dict[str, Any]],
+    ) -> ExecutionError:
+        msgs = []
+        for d in sorted(dead):
+            st = status.get(d)
+            if st and st.get("running"):
+                what = "while running " + ", ".join(_describe(tg, t) for t in st["running"])
+                what += f" ({st['done']} of {st['ntasks']} of its tasks done)"
+            elif st and st.get("waiting", -1) >= 0:
+                what = (
+                    f"while waiting for the inputs of {_describe(tg, st['waiting'])} "
+                    f"({st['done']} of {st['ntasks']} of its tasks done)"
+                )
+            else:
+                first = next((g for g in parts[d].gids), None)
+                what = "before reporting progress" + (
+                    f"; its first task is {_describe(tg, first)}" if first is not None else ""
+                )
+            node = self.info[d].get("node_id", self.node_ids[d])
+            msgs.append(
+                f"device {d} (Ray actor pid {self.info[d].get('pid', '?')} on node {node}) "
+                f"died {what}: {_first_line(dead[d])}"
+            )
+        return ExecutionError(
+            "; ".join(msgs) + ". The run was aborted; the next run restarts the actor."
+        )
+
+    def evaluate(self, tg: TaskGraph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        """Convenience: bind named feeds, run, and tile the graph outputs."""
+        from ...frontend.reference import bind_feeds
+        from ...taskgraph.interpret import assemble_outputs
+
+        inputs, variables = bind_feeds(tg.graph, feeds)
+        return assemble_outputs(tg, self.run(tg, inputs, variables).values)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    tail = [x for x in lines if "ray.kill" in x or "Error" in x][-1:] if len(lines) > 1 else []
+    head = lines[0] if lines else ""
+    return f"{type(exc).__name__}: " + " ".join(dict.fromkeys([head, *tail])).rstrip(".")
+
+
+def _describe(tg: TaskGraph, gid: int) -> str:
+    t = tg.tasks[gid]
+    return f"task t{gid} ({t.kind} of node {tg.graph[t.node].name})"
+
+
+def _task_error(tg: TaskGraph, d: int, gid: int, message: str, tb: str) -> ExecutionError:
+    if gid < 0:
+        err = ExecutionError(f"the Ray engine failed on device {d}: {message}")
+    else:
+        task = tg.tasks[gid]
+        err = ExecutionError(
+            f"task t{gid} ({task.kind}) of node {tg.graph[task.node].name} on device {d} "
+            f"failed: {message}"
+        )
+    if tb:
+        err.add_note(f"traceback on device {d}:\n{tb.rstrip()}")
+    return err
+
+
+def _connect(address: str | None, ndev: int, cpus_per_device: float) -> bool:
+    """Join (or start) the Ray runtime; True if this call started a local one."""
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto") and _host_port(address) != _host_port(current):
+            raise CompileError(
+                f"er.ray(address={address!r}): this process is already connected to the Ray "
+                f"cluster at {current}; call ray.shutdown() first to join another one"
+            )
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]  # what ray.init() itself would join
+    try:
+        if address is None:
+            ncpu = max(cores(), int(-(-ndev * cpus_per_device // 1)))
+            ray.init(num_cpus=ncpu, **kwargs)
+            return True
+        _check_reachable(address)
+        ray.init(address=address, **kwargs)
+    except CompileError:
+        raise
+    except Exception as exc:
+        raise CompileError(
+            _unreachable(address, f"{type(exc).__name__}: {str(exc).rstrip('.')}")
+        ) from exc
+    return False
+
+
+def _unreachable(address: str | None, why: str) -> str:
+    return (
+        f"er.ray(address={address!r}): cannot reach the Ray cluster: {why}. Start one with "
+        f"`ray start --head` (and `ray start --address=HEAD_IP:6379` on the other machines), "
+        f"or pass address=None for a local cluster."
+    )
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """("host", port) of a GCS address "host:port" (port 6379 when omitted); None otherwise."""
+    if "://" in address:
+        return None
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "6379")
+    try:
+        return socket.gethostbyname(host), int(port)
+    except (OSError, ValueError):
+        return None
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an address nobody listens on (Ray itself retries for minutes)."""
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address(address) or address
+        except Exception:
+            return  # let ray.init report that it found no cluster
+    if "://" in target:
+        return  # Ray Client addresses ("ray://host:10001"): ray.init has its own timeout
+    hp = _host_port(target)
+    if hp is None:
+        raise CompileError(_unreachable(address, f"{target!r} is not a host:port address"))
+    try:
+        socket.create_connection(hp, timeout=timeout_s).close()
+    except OSError as exc:
+        raise CompileError(_unreachable(address, f"{hp[0]}:{hp[1]}: {exc}")) from exc

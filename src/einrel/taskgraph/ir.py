@@ -1,0 +1,146 @@
+"""The block-level IR: tasks over blocks of graph nodes (inputs, fills, einsum applies,
+partial aggregations, assembles, reshapes and moves), with the devices they run on
+once placed. It prints, validates itself, and is what placers and engines consume."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CompileError
+from ..ir.graph import DTYPE_BYTES, Graph
+
+KINDS = ("input", "fill", "apply", "agg", "assemble", "reshape", "move")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Copy `size` elements from input `src` at `src_offset` to the block at `dst_offset`."""
+
+    src: int
+    src_offset: tuple[int, ...]
+    dst_offset: tuple[int, ...]
+    size: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One block operation. `op` is the block Einsum (apply), the Fill (fill), the aggregation
+    (agg), the pieces (assemble) or None; `offset` places input/fill blocks in their tensor."""
+
+    id: int
+    kind: str
+    node: int
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    device: int = -1
+    op: Any = None
+    offset: tuple[int, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
+
+    @property
+    def flops(self) -> float:
+        if self.kind == "apply":
+            return self.op.flops()
+        if self.kind == "agg":
+            return float(math.prod(self.shape) * max(0, len(self.inputs) - 1))
+        return 0.0
+
+
+@dataclass(frozen=True)
+class TaskGraph:
+    """Block tasks in topological (id) order; `outputs[k]` lists (task, offset) blocks that
+    tile graph output k. `ndev == 0` means not placed yet."""
+
+    graph: Graph
+    tasks: tuple[Task, ...]
+    outputs: tuple[tuple[tuple[int, tuple[int, ...]], ...], ...]
+    ndev: int = 0
+    _consumers: tuple[tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cons: list[list[int]] = [[] for _ in self.tasks]
+        for t in self.tasks:
+            for i in dict.fromkeys(t.inputs):
+                cons[i].append(t.id)
+        object.__setattr__(self, "_consumers", tuple(tuple(c) for c in cons))
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i: int) -> Task:
+        return self.tasks[i]
+
+    def consumers(self, i: int) -> tuple[int, ...]:
+        return self._consumers[i]
+
+    @property
+    def placed(self) -> bool:
+        return self.ndev > 0
+
+    def stats(self) -> dict[str, Any]:
+        """Tasks, flops and bytes per device, and bytes moved between devices."""
+        ndev = max(self.ndev, 1)
+        per = [{"tasks": 0, "flops": 0.0, "bytes": 0} for _ in range(ndev)]
+        moved = 0
+        for t in self.tasks:
+            d = max(t.device, 0)
+            per[d]["tasks"] += 1
+            per[d]["flops"] += t.flops
+            per[d]["bytes"] += t.nbytes
+            if t.kind == "move":
+                moved += t.nbytes
+        counts = {k: sum(t.kind == k for t in self.tasks) for k in KINDS}
+        return {
+            "tasks": len(self.tasks),
+            "kinds": counts,
+            "devices": per,
+            "flops": sum(p["flops"] for p in per),
+            "bytes_moved": moved,
+        }
+
+    def __str__(self) -> str:
+        s = self.stats()
+        head = (
+            f"taskgraph: {s['tasks']} tasks on {self.ndev or 'unplaced'} device(s), "
+            f"{s['flops'] / 1e9:.3g} GFLOP, {s['bytes_moved'] / 2**20:.3g} MiB moved"
+        )
+        lines = [head]
+        for t in self.tasks:
+            node = self.graph[t.node].name
+            where = f" @{t.device}" if t.device >= 0 else ""
+            what = {
+                "apply": lambda t: str(t.op),
+                "agg": lambda t: f"agg[{t.op}]",
+                "fill": lambda t: str(t.op),
+                "assemble": lambda t: f"assemble[{len(t.op)}]",
+            }
+            desc = what.get(t.kind, lambda t: t.kind)(t)
+            if t.offset:
+                desc += f" at {t.offset}"
+            ins = ", ".join(f"t{i}" for i in t.inputs)
+            lines.append(f"  t{t.id} = {desc}({ins}) {node} {list(t.shape)}{where}")
+        return "\n".join(lines)
+
+    def validate(self) -> None:
+        """Structural checks: topological ids, shapes, and (when placed) co-location."""
+        for t in self.tasks:
+            if any(i >= t.id for i in t.inputs):
+                raise CompileError(f"task t{t.id} reads a later task: {t.inputs}")
+            ins = [self.tasks[i] for i in t.inputs]
+            if t.kind == "apply" and tuple(x.shape for x in ins) != t.op.input_shapes:
+                raise CompileError(
+                    f"task t{t.id}: input shapes {[x.shape for x in ins]} do not match {t.op}"
+                )
+            if t.kind == "agg" and any(x.shape != t.shape for x in ins):
+                raise CompileError(f"task t{t.id}: partial shapes differ from {t.shape}")
+            if self.placed and t.kind != "move" and any(x.device != t.device for x in ins):
+                raise CompileError(
+                    f"task t{t.id} on device {t.device} reads a block on another "
+                    f"device: {[(x.id, x.device) for x in ins]}"
+                )
