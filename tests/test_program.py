@@ -15,9 +15,9 @@ import pytest
 from rich.console import Console
 
 import einrel as er
-from einrel import kernels
 from einrel.decompose.partition import Partition
 from einrel.decompose.registry import PARTITIONERS
+from einrel.taskgraph.execute import RULES
 from einrel.workloads import get_workload
 
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -204,15 +204,15 @@ def test_failing_kernel_fails_the_run_and_the_program_runs_again(
     relu_tasks = [t for t in prog.plan.tasks.tasks if t.kind == "apply" and "max(" in str(t.op)]
     assert relu_tasks, "the graph has a relu block"
     node = prog.plan.graph[relu_tasks[0].node].name
-    real = kernels.einsum
+    real = RULES["apply"]
 
-    def failing(op: Any, arrays: Any, variables: Any, dtype: str) -> np.ndarray:
-        if "max(" in str(op):
+    def failing(ops: Any, t: Any, *rest: Any) -> Any:
+        if "max(" in str(t.op):
             raise FloatingPointError("injected failure in the relu kernel")
-        return real(op, arrays, variables, dtype)
+        return real(ops, t, *rest)
 
     threads = threading.active_count()
-    monkeypatch.setattr(kernels, "einsum", failing)
+    monkeypatch.setitem(RULES, "apply", failing)
     with pytest.raises(er.EinrelError) as info:
         run_with_deadline(lambda: prog.run(feeds), 20)
     msg = str(info.value)
@@ -222,7 +222,7 @@ def test_failing_kernel_fails_the_run_and_the_program_runs_again(
     assert "injected failure in the relu kernel" in msg
     assert isinstance(info.value.__cause__, FloatingPointError)
     assert threading.active_count() == threads  # every worker stopped
-    monkeypatch.setattr(kernels, "einsum", real)
+    monkeypatch.setitem(RULES, "apply", real)
     got = run_with_deadline(lambda: prog.run(feeds), 20)
     np.testing.assert_allclose(got[0], want[0], rtol=RTOL)
     assert threading.active_count() == threads

@@ -1,4 +1,5 @@
-"""torch block kernels that write into arena views: the GPU twin of `taskgraph.run_task`.
+"""torch block kernels that write into arena views: the torch twin of the numpy kernels, and
+`TorchOps`, the torch backend of the block executor (`taskgraph.execute`).
 
 Every function takes torch tensors (views into a device arena) and writes its result into the
 output view `out`, so a block's value lives exactly where the memory plan put it. The same code
@@ -25,7 +26,7 @@ import torch
 from ..errors import ExecutionError
 from ..ir import scalar as S
 from ..ir.einsum import Einsum
-from ..taskgraph.ir import Task
+from ..ir.graph import Fill
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -192,61 +193,98 @@ def _general(
     return acc
 
 
-def fill_into(task: Task, out: torch.Tensor) -> None:
-    f = task.op
-    if not f.triu:
-        out.fill_(f.value)
-        return
-    shape, off = task.shape, task.offset or (0,) * len(task.shape)
-    dev = out.device
-    rows = torch.arange(off[-2], off[-2] + shape[-2], device=dev)[:, None]
-    cols = torch.arange(off[-1], off[-1] + shape[-1], device=dev)[None, :]
-    value = torch.full((), f.value, dtype=compute_dtype(task.dtype), device=dev)
-    mask = torch.where(cols > rows, value, torch.zeros_like(value))
-    out.copy_(mask.expand(shape))
+class TorchOps:
+    """Blocks as torch tensors (arena views on CUDA or CPU): `kernels.ops.BlockOps` for the
+    torch arenas. Results always go into `out` (the arena engine reserves every block)."""
 
+    name = "torch"
 
-def input_into(task: Task, whole: np.ndarray, out: torch.Tensor) -> None:
-    """Copy this block of a host input into its arena view (host -> device)."""
-    src = np.ascontiguousarray(
-        whole[tuple(slice(o, o + s) for o, s in zip(task.offset, task.shape))]
-    )
-    out.copy_(torch.from_numpy(src), non_blocking=out.is_cuda)
+    def empty(self, shape: Sequence[int], dtype: str) -> torch.Tensor:
+        return torch.empty(tuple(shape), dtype=TORCH_DTYPES[dtype])
 
+    def window(self, a: torch.Tensor, offset: Sequence[int], size: Sequence[int]) -> torch.Tensor:
+        return a[tuple(slice(o, o + s) for o, s in zip(offset, size))]
 
-def run_into(
-    task: Task,
-    args: Sequence[torch.Tensor],
-    out: torch.Tensor,
-    inputs: Mapping[int, np.ndarray],
-    variables: Mapping[str, float],
-) -> None:
-    """Execute one block task on arena views, writing the result into `out`."""
-    kind = task.kind
-    if kind == "input":
-        input_into(task, inputs[task.node], out)
-    elif kind == "fill":
-        fill_into(task, out)
-    elif kind == "apply":
-        einsum_into(task.op, args, variables, task.dtype, out)
-    elif kind == "agg":
-        out.copy_(args[0])
+    def view_as(self, a: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        return a.reshape(tuple(shape))
+
+    def copy(
+        self, out: torch.Tensor | None, src: torch.Tensor, shape: Sequence[int], dtype: str
+    ) -> torch.Tensor:
+        if out is None:
+            return src.reshape(tuple(shape)).clone()
+        out.copy_(src.reshape(out.shape))
+        return out
+
+    def take(
+        self,
+        whole: np.ndarray,
+        offset: Sequence[int],
+        shape: Sequence[int],
+        dtype: str,
+        out: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """This block of a host input, copied into its arena view (host -> device)."""
+        src = np.ascontiguousarray(whole[tuple(slice(o, o + s) for o, s in zip(offset, shape))])
+        if out is None:
+            return torch.from_numpy(src).to(TORCH_DTYPES[dtype])
+        out.copy_(torch.from_numpy(src), non_blocking=out.is_cuda)
+        return out
+
+    def fill(
+        self,
+        f: Fill,
+        shape: Sequence[int],
+        dtype: str,
+        offset: Sequence[int],
+        out: torch.Tensor | None,
+    ) -> torch.Tensor:
+        out = self.empty(shape, dtype) if out is None else out
+        if not f.triu:
+            out.fill_(f.value)
+            return out
+        off = tuple(offset) or (0,) * len(shape)
+        dev = out.device
+        rows = torch.arange(off[-2], off[-2] + shape[-2], device=dev)[:, None]
+        cols = torch.arange(off[-1], off[-1] + shape[-1], device=dev)[None, :]
+        value = torch.full((), f.value, dtype=compute_dtype(dtype), device=dev)
+        mask = torch.where(cols > rows, value, torch.zeros_like(value))
+        out.copy_(mask.expand(tuple(shape)))
+        return out
+
+    def einsum(
+        self,
+        op: Einsum,
+        args: Sequence[torch.Tensor],
+        variables: Mapping[str, float],
+        dtype: str,
+        out: torch.Tensor | None,
+    ) -> torch.Tensor:
+        out = self.empty(op.out_shape, dtype) if out is None else out
+        einsum_into(op, args, variables, dtype, out)
+        return out
+
+    def aggregate(
+        self, agg: str, args: Sequence[torch.Tensor], dtype: str, out: torch.Tensor | None
+    ) -> torch.Tensor:
+        cdt = compute_dtype(dtype)
+        acc = args[0].to(cdt, copy=True)
         for a in args[1:]:
-            combine_into(task.op, out, a)
-    elif kind == "assemble":
-        for p in task.op:
-            dst = tuple(slice(o, o + s) for o, s in zip(p.dst_offset, p.size))
-            src = tuple(slice(o, o + s) for o, s in zip(p.src_offset, p.size))
-            out[dst].copy_(args[p.src][src])
-    elif kind in ("reshape", "move"):
-        out.copy_(args[0].reshape(task.shape))
-    else:
-        raise ExecutionError(f"unknown task kind {kind!r}")
+            combine_into(agg, acc, a.to(cdt))
+        return (
+            self.copy(out, acc, acc.shape, dtype)
+            if out is not None
+            else acc.to(TORCH_DTYPES[dtype])
+        )
+
+    def accumulate(self, agg: str, acc: torch.Tensor, x: torch.Tensor, dtype: str) -> None:
+        cdt = compute_dtype(dtype)
+        if acc.dtype == cdt:
+            combine_into(agg, acc, x)
+        else:
+            wide = acc.to(cdt)
+            combine_into(agg, wide, x.to(cdt))
+            acc.copy_(wide)
 
 
-def touch_into(agg: str, first: bool, acc: torch.Tensor, partial: torch.Tensor) -> None:
-    """One grouped accumulation: the first of a group copies, later ones combine."""
-    if first:
-        acc.copy_(partial)
-    else:
-        combine_into(agg, acc, partial)
+TORCH = TorchOps()

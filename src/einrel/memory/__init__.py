@@ -32,8 +32,8 @@ packs tighter at the price of more memory edges.
 
 Engines use `mg.device_nodes(d)`, `node.deps` / `mg.successors(i)` (or a `Frontier`), run any
 ready node (evict/load as asynchronous transfers, `node.is_transfer`), hold `mg.groups[g]` as a
-lock around touches, and compute values with `compute_block`; `mg.fixed_order()` is the
-planning order for the fixed-order baseline.
+lock around touches, and compute values with the block executor (`taskgraph.execute`);
+`mg.fixed_order()` is the planning order for the fixed-order baseline.
 
 `interpret_memory(mg, feeds, order)` executes a MemGraph on raw uint8 arenas in any given order
 and checks every memory rule on the way (overlapping live blocks, use of freed or evicted
@@ -51,7 +51,7 @@ from .graph import (
     Region,
     random_linear_extension,
 )
-from .interpret import ArenaMachine, MemorySafetyError, compute_block, interpret_memory, run_memory
+from .interpret import ArenaMachine, MemorySafetyError, interpret_memory, run_memory
 from .plan import STRATEGIES, Step, min_budget, plan_memory, planning_steps
 
 __all__ = [
@@ -69,7 +69,6 @@ __all__ = [
     "Region",
     "Step",
     "aligned",
-    "compute_block",
     "interpret_memory",
     "min_budget",
     "plan_memory",

@@ -1,13 +1,12 @@
 """The memory interpreter: runs a memory graph in a given order on raw byte arenas.
 
-It is the reference for engines: the same node semantics (`compute_block` for compute and
+It is the reference for engines: the same node semantics (the block executor for compute and
 touch nodes, a host dictionary for offloaded blocks) with every memory rule checked.
 """
 
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,27 +15,14 @@ import numpy as np
 
 from .. import kernels
 from ..errors import ExecutionError
-from ..taskgraph.interpret import assemble_outputs, run_task
+from ..kernels.ops import NUMPY
+from ..taskgraph.execute import execute, touch
+from ..taskgraph.interpret import assemble_outputs
 from .graph import MemGraph, MemNode, Region
 
 
 class MemorySafetyError(ExecutionError):
     """A memory graph run broke a memory rule: overlap, use after free/evict, budget."""
-
-
-def compute_block(
-    mg: MemGraph,
-    node: MemNode,
-    args: Sequence[np.ndarray],
-    inputs: Mapping[int, np.ndarray],
-    variables: Mapping[str, float],
-) -> np.ndarray:
-    """The value a compute or touch node writes. For a touch, `args` is `[partial]` when it is
-    the first of its group to run (it copies) and `[accumulator, partial]` after (it adds)."""
-    t = mg.taskgraph.tasks[node.block]
-    if node.kind == "touch":
-        t = dataclasses.replace(t, inputs=tuple(range(len(args))))
-    return run_task(t, args, inputs, variables)
 
 
 class ArenaMachine:
@@ -142,16 +128,15 @@ class ArenaMachine:
         out = self.resident(n, n.block, n.region, valid=False)
         if (out.device, out.offset, n.block) in self.valid:
             self.fail(n, f"overwrites t{n.block}, which already holds data")
-        self.view(n.block, out)[...] = compute_block(self.mg, n, args, self.inputs, self.variables)
+        t = self.mg.taskgraph.tasks[n.block]
+        execute(NUMPY, t, args, self.inputs, self.variables, out=self.view(n.block, out))
         self.valid.add((out.device, out.offset, n.block))
 
     def _touch(self, n: MemNode) -> None:
         partial = self.view(n.sources[0], self.resident(n, n.sources[0], n.reads[0]))
         first = self.touched.get(n.group, 0) == 0
         r = self.resident(n, n.block, n.region, valid=not first)
-        acc = self.view(n.block, r)
-        args = [partial] if first else [acc, partial]
-        acc[...] = compute_block(self.mg, n, args, self.inputs, self.variables)
+        touch(NUMPY, self.mg.taskgraph.tasks[n.block], partial, self.view(n.block, r), first)
         self.touched[n.group] = self.touched.get(n.group, 0) + 1
         self.valid.add((r.device, r.offset, n.block))
 

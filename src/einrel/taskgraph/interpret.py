@@ -10,6 +10,8 @@ import numpy as np
 
 from .. import kernels
 from ..errors import ExecutionError
+from ..kernels.ops import NUMPY
+from .execute import execute
 from .ir import Task, TaskGraph
 
 
@@ -20,32 +22,7 @@ def run_task(
     variables: Mapping[str, float],
 ) -> np.ndarray:
     """Execute one task on numpy blocks (`inputs` holds whole graph-input arrays by node id)."""
-    if t.kind == "input":
-        whole = inputs[t.node]
-        return np.asarray(
-            whole[tuple(slice(o, o + s) for o, s in zip(t.offset, t.shape))], order="C"
-        )
-    if t.kind == "fill":
-        return kernels.fill(t.op, t.shape, t.dtype, t.offset)
-    if t.kind == "apply":
-        return kernels.einsum(t.op, args, variables, t.dtype)
-    if t.kind == "agg":
-        acc = np.array(args[0], dtype=kernels.compute_dtype(t.dtype))
-        for a in args[1:]:
-            acc = kernels.combine(t.op, acc, a)
-        return kernels.finish(acc, t.dtype)
-    if t.kind == "assemble":
-        out = np.empty(t.shape, dtype=kernels.storage_dtype(t.dtype))
-        for p in t.op:
-            dst = tuple(slice(o, o + s) for o, s in zip(p.dst_offset, p.size))
-            src = tuple(slice(o, o + s) for o, s in zip(p.src_offset, p.size))
-            out[dst] = args[p.src][src]
-        return out
-    if t.kind == "reshape":
-        return np.asarray(args[0], order="C").reshape(t.shape)
-    if t.kind == "move":
-        return np.array(args[0], copy=True)
-    raise ExecutionError(f"unknown task kind {t.kind!r}")
+    return execute(NUMPY, t, args, inputs, variables)
 
 
 def assemble_outputs(tg: TaskGraph, value: Mapping[int, np.ndarray]) -> list[np.ndarray]:

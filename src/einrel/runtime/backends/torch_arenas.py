@@ -6,26 +6,31 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ...errors import CompileError
-from ...kernels.torch_dense import TORCH_DTYPES, run_into, touch_into
-from ...memory import MemGraph, MemNode, Region
-from ..mem.schedule import Fetch
-from ..transfer import Link
+from ...kernels.torch_dense import TORCH, TORCH_DTYPES
+from ...memory import MemGraph
+from .arenas import Arenas
 
 
 def cuda_available() -> bool:
     return torch.cuda.is_available() and torch.cuda.device_count() > 0
 
 
-class TorchArenas:
-    """Arenas as one uint8 torch tensor per device, blocks as typed views, torch kernels."""
+class TorchArenas(Arenas):
+    """Arenas as one uint8 torch tensor per device, blocks as typed views, torch kernels.
+
+    Every engine thread has its own CUDA stream on its device (`lane_context`); a node runs on
+    the thread's stream and the thread waits for it, so transfers overlap compute on the copy
+    engines. Host buffers are pinned on CUDA. With `device="cpu"` the same code runs on CPU
+    tensors (no streams, no pinning)."""
 
     name = "torch"
+    ops = TORCH
 
     def __init__(
         self, device: str = "cuda", ids: Sequence[int] | None = None, pin_memory: bool | None = None
@@ -34,12 +39,10 @@ class TorchArenas:
             raise CompileError(f"TorchArenas: device must be 'cuda' or 'cpu', got {device!r}")
         if device == "cuda" and not cuda_available():
             raise CompileError("TorchArenas: no CUDA device is visible (use device='cpu')")
+        super().__init__()
         self.kind = device
         self.ids = tuple(ids) if ids else None
         self.pin = (device == "cuda") if pin_memory is None else pin_memory
-        self.mg: MemGraph | None = None
-        self.arenas: list[torch.Tensor] = []
-        self.host: dict[int, torch.Tensor] = {}
         self._local = threading.local()
         self._threads = 1
 
@@ -48,30 +51,37 @@ class TorchArenas:
             return torch.device("cpu")
         return torch.device("cuda", self.ids[d] if self.ids else d)
 
-    # --- setup -------------------------------------------------------------------------------
+    # --- storage -------------------------------------------------------------------------------
+    def _buffer(self, nbytes: int, device: int | None) -> torch.Tensor:
+        if device is None:
+            buf = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin)
+        else:
+            buf = torch.empty(nbytes, dtype=torch.uint8, device=self.torch_device(device))
+        buf.zero_()
+        return buf
+
+    def _size(self, buf: torch.Tensor) -> int:
+        return int(buf.numel())
+
     def prepare(self, mg: MemGraph, host_blocks: Sequence[int]) -> None:
-        if self.mg is mg:
-            return
-        tasks = mg.taskgraph.tasks
-        arenas = []
-        for d in range(mg.ndev):
-            size = mg.arena_size(d)
-            old = self.arenas[d] if d < len(self.arenas) else None
-            if old is not None and old.numel() >= size:
-                arenas.append(old)
-            else:
-                self.arenas = self.arenas[:d]  # let the old buffer go before allocating anew
-                a = torch.empty(size, dtype=torch.uint8, device=self.torch_device(d))
-                a.zero_()
-                arenas.append(a)
-        host = {}
-        for b in host_blocks:
-            buf = torch.empty(tasks[b].nbytes, dtype=torch.uint8, pin_memory=self.pin)
-            buf.zero_()
-            host[b] = buf
+        super().prepare(mg, host_blocks)
         if self.kind == "cuda":
             torch.cuda.synchronize()
-        self.arenas, self.host, self.mg = arenas, host, mg
+
+    def _typed(self, raw: torch.Tensor, dtype: str, shape: Sequence[int]) -> torch.Tensor:
+        return raw.view(TORCH_DTYPES[dtype]).view(tuple(shape))
+
+    def _transfer(self, dst: torch.Tensor, src: torch.Tensor) -> None:
+        dst.copy_(src, non_blocking=self.kind == "cuda")
+        self._finish()
+
+    def _finish(self) -> None:
+        s = getattr(self._local, "stream", None)
+        if s is not None:
+            s.synchronize()
+
+    def _to_numpy(self, a: torch.Tensor) -> np.ndarray:
+        return a.to(torch.float32).numpy() if a.dtype == torch.bfloat16 else a.numpy()
 
     @contextlib.contextmanager
     def lane_context(self, device: int, lane: int) -> Iterator[None]:
@@ -89,11 +99,6 @@ class TorchArenas:
             with torch.cuda.stream(stream):
                 yield
 
-    def _sync(self) -> None:
-        s = getattr(self._local, "stream", None)
-        if s is not None:
-            s.synchronize()
-
     @contextlib.contextmanager
     def threads(self, n: int) -> Iterator[None]:
         """torch intra-op threads per worker (CPU tensors) for the run; restored after."""
@@ -105,92 +110,3 @@ class TorchArenas:
             yield
         finally:
             torch.set_num_threads(old)
-
-    # --- data --------------------------------------------------------------------------------
-    def view(self, block: int, r: Region) -> torch.Tensor:
-        assert self.mg is not None
-        t = self.mg.taskgraph.tasks[block]
-        raw = self.arenas[r.device][r.offset : r.offset + t.nbytes]
-        return raw.view(TORCH_DTYPES[t.dtype]).view(t.shape)
-
-    def host_view(self, block: int) -> torch.Tensor:
-        assert self.mg is not None
-        t = self.mg.taskgraph.tasks[block]
-        return self.host[block].view(TORCH_DTYPES[t.dtype]).view(t.shape)
-
-    def output(
-        self, block: int, region: Region | None, inputs: Mapping[int, np.ndarray]
-    ) -> np.ndarray:
-        if region is None and self.mg is not None:
-            t = self.mg.taskgraph.tasks[block]
-            if t.kind == "input":  # evicted without a copy: the caller's array holds it
-                return np.asarray(
-                    inputs[t.node][tuple(slice(o, o + s) for o, s in zip(t.offset, t.shape))]
-                )
-        h = self.host_view(block)
-        if h.dtype == torch.bfloat16:
-            return h.to(torch.float32).numpy()
-        return h.numpy()
-
-    # --- node kinds --------------------------------------------------------------------------
-    def compute(
-        self,
-        n: MemNode,
-        first: bool,
-        inputs: Mapping[int, np.ndarray],
-        variables: Mapping[str, float],
-        link: Link | None,
-    ) -> None:
-        mg = self.mg
-        assert mg is not None and n.region is not None
-        t = mg.taskgraph.tasks[n.block]
-        out = self.view(n.block, n.region)
-        args = [self.view(b, r) for b, r in zip(n.sources, n.reads)]
-        if n.kind == "touch":
-            touch_into(t.op, first, out, args[0])
-            self._sync()
-        elif t.kind == "input":
-            assert link is not None
-
-            def copy() -> None:
-                run_into(t, args, out, inputs, variables)
-                self._sync()
-
-            link.transfer(copy, t.nbytes)
-        else:
-            run_into(t, args, out, inputs, variables)
-            self._sync()
-
-    def _copy(self, dst: torch.Tensor, src: torch.Tensor, link: Link, nbytes: int) -> None:
-        def copy() -> None:
-            dst.copy_(src, non_blocking=self.kind == "cuda")
-            self._sync()
-
-        link.transfer(copy, nbytes)
-
-    def evict(self, n: MemNode, link: Link, inputs: Mapping[int, np.ndarray]) -> None:
-        assert n.region is not None and self.mg is not None
-        if self.mg.taskgraph.tasks[n.block].kind == "input":
-            return  # the caller's input array is its host copy already
-        nbytes = self.mg.block_bytes(n.block)
-        self._copy(self.host_view(n.block), self.view(n.block, n.region), link, nbytes)
-
-    def load(self, n: MemNode, link: Link, inputs: Mapping[int, np.ndarray]) -> None:
-        assert n.region is not None and self.mg is not None
-        t = self.mg.taskgraph.tasks[n.block]
-        if t.kind == "input":
-            out = self.view(n.block, n.region)
-
-            def copy() -> None:
-                run_into(t, [], out, inputs, {})
-                self._sync()
-
-            link.transfer(copy, t.nbytes)
-            return
-        nbytes = self.mg.block_bytes(n.block)
-        self._copy(self.view(n.block, n.region), self.host_view(n.block), link, nbytes)
-
-    def fetch(self, f: Fetch, link: Link) -> None:
-        assert self.mg is not None
-        nbytes = self.mg.block_bytes(f.block)
-        self._copy(self.host_view(f.block), self.view(f.block, f.region), link, nbytes)

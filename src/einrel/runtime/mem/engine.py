@@ -30,9 +30,9 @@ finished copying; `peak_bytes` is the exact maximum. Every allocation is checked
 live regions of its arena (no overlap, inside the arena), so a bad plan fails loudly instead of
 corrupting data. `bytes_offloaded` counts the bytes evicted (input blocks included).
 
-The arenas and kernels live in a backend: `NumpyArenas` here (one uint8 numpy buffer per device,
-`compute_block` kernels), `TorchArenas` in `runtime.gpu` (one uint8 torch buffer per device on
-CUDA, or on CPU standing in for it).
+The arenas and kernels live in a backend (`runtime.backends`): `NumpyArenas` (one uint8 numpy
+buffer per device) or `TorchArenas` (one uint8 torch buffer per device on CUDA, or on CPU
+standing in for it); both run nodes through the block executor.
 """
 
 from __future__ import annotations
@@ -444,7 +444,7 @@ class MemEngine:
     (each direction its own channel), `jitter` in [0, 1) randomises each transfer's speed,
     `seed` fixes the random streams. `priority` is the default order policy (see PRIORITIES).
     `backend` holds the arenas and runs the kernels: "numpy" (`NumpyArenas`, the default),
-    "torch" (`runtime.gpu.TorchArenas` on CPU tensors: torch kernels) or an instance.
+    "torch" (`TorchArenas` on CPU tensors: torch kernels) or an instance.
     """
 
     def __init__(
