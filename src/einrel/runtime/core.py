@@ -210,9 +210,10 @@ class Core:
             self.running += 1
         return out
 
-    def finish(self, t: int, now: float) -> list[int]:
-        """Record that t ended at `now`: free its slot, release dependents, free dead blocks.
-        Returns the blocks that stopped being live (the engine may drop them)."""
+    def complete(self, t: int, slot: int, now: float) -> list[int]:
+        """Record that t ended at `now` (on `slot`, which the core knows already): free its
+        slot, release dependents, free dead blocks. Returns the blocks that stopped being live
+        (the engine may drop them)."""
         p = self.plan
         slot = self.slot_of[t]
         d = p.device[t]
@@ -257,6 +258,9 @@ class Core:
     @property
     def finished(self) -> bool:
         return self.done == self.plan.ntasks
+
+    def stall_message(self) -> str:
+        return f"the run stalled after {self.done} of {self.plan.ntasks} tasks"
 
 
 def check_placed(tg: TaskGraph, ndev: int) -> None:

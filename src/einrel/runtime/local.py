@@ -1,10 +1,8 @@
 """The embedded engine: n logical devices as worker threads in this process (`er.cpu(n)`).
 
-Every resource slot of the core (each compute worker, and one inbound transfer channel per
-device) is one thread, started per run and joined before `run` returns. There is no scheduler
-thread: the worker that finishes a task updates the core under one lock and dispatches; a launch
-onto its own slot is taken directly (a chain never changes threads), launches onto other slots wake
-them. Kernels release the GIL (BLAS, numpy loops), so devices run in parallel.
+The task-graph core (`core.Core`) decides what runs where; the thread driver (`driver`) runs it
+with one thread per resource slot (each compute worker, and one inbound transfer channel per
+device), and tasks run through the block executor on numpy blocks.
 
 Cores. OpenBLAS's thread count is process-global: during a run it is set to
 `max(1, cores // (ndev * workers_per_device))`, and the core's `max_running` caps concurrently
@@ -12,14 +10,11 @@ running compute tasks at the core count, so `cpu(4)` on 2 cores does not oversub
 is a scheduling rule rather than a semaphore: a freed core goes to the best ready task of any
 device. Only one engine should run at a time in a process (the BLAS setting is global).
 
-Times in the event log are taken under the lock and made strictly increasing, so the log orders
-every start and finish exactly as the core processed them; a task's start is its dispatch.
+Times in the event log are the driver's clock: a task's start is its dispatch.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +27,7 @@ from ..taskgraph.cost import CostModel
 from ..taskgraph.interpret import run_task
 from ..taskgraph.ir import Task, TaskGraph
 from .core import Core, Event, Plan, Priority, make_plan
+from .driver import ThreadDriver, WorkBase
 
 Runner = Callable[[Task, Sequence[np.ndarray], Mapping[int, np.ndarray], Mapping[str, float]], Any]
 
@@ -50,8 +46,9 @@ class RunResult:
     events: list[Event] = field(default_factory=list)
 
 
-class _Run:
-    """The mutable state of one run, shared by its threads under `lock`."""
+class _TaskRun(WorkBase):
+    """One run of a placed task graph on the task-graph core: blocks are numpy arrays held in
+    `values` until their last reader is done."""
 
     def __init__(
         self,
@@ -62,87 +59,32 @@ class _Run:
         runner: Runner,
     ) -> None:
         self.tasks = tg.tasks
-        self.graph = tg.graph
         self.core = core
+        self.nslots = core.nslots
         self.inputs = inputs
         self.variables = variables
         self.runner = runner
         self.values: list[Any] = [None] * len(tg.tasks)
-        self.lock = threading.Lock()
-        self.conds = [threading.Condition(self.lock) for _ in range(core.nslots)]
-        self.assigned = [-1] * core.nslots
-        self.stop = False
-        self.error: tuple[int, BaseException] | None = None
-        self.done = threading.Event()
-        self.t0 = 0.0
-        self.last = 0.0
 
-    def now(self) -> float:
-        """Seconds since the run began, strictly increasing (call with the lock held)."""
-        t = time.perf_counter() - self.t0
-        if t <= self.last:
-            t = self.last + 1e-9
-        self.last = t
-        return t
+    def dispatch(self, now: float) -> list[tuple[int, int]]:
+        return self.core.dispatch(now)
 
-    def launch(self, launches: list[tuple[int, int]], me: int = -1) -> None:
-        assigned, conds = self.assigned, self.conds
-        for t, slot in launches:
-            assigned[slot] = t
-            if slot != me:
-                conds[slot].notify()
+    def execute(self, t: int, slot: int, token: Any) -> Any:
+        task = self.tasks[t]
+        return self.runner(task, [self.values[i] for i in task.inputs], self.inputs, self.variables)
 
-    def halt(self) -> None:
-        self.stop = True
-        for c in self.conds:
-            c.notify_all()
-        self.done.set()
+    def finish(self, t: int, slot: int, result: Any, now: float) -> None:
+        values = self.values
+        values[t] = result
+        for i in self.core.complete(t, slot, now):
+            values[i] = None
 
-    def fail(self, t: int, exc: BaseException) -> None:
-        if self.error is None:
-            self.error = (t, exc)
-        self.halt()
+    @property
+    def finished(self) -> bool:
+        return self.core.finished
 
-    def work(self, slot: int) -> None:
-        try:
-            self._loop(slot)
-        except BaseException as exc:  # a bug in the engine itself: stop everyone, never hang
-            with self.lock:
-                self.fail(-1, exc)
-
-    def _loop(self, slot: int) -> None:
-        lock, cond, core, assigned = self.lock, self.conds[slot], self.core, self.assigned
-        tasks, values, runner = self.tasks, self.values, self.runner
-        inputs, variables = self.inputs, self.variables
-        t = -1
-        out: Any = None
-        while True:
-            with lock:
-                if self.stop:
-                    return
-                if t >= 0:
-                    values[t] = out
-                    now = self.now()
-                    for i in core.finish(t, now):
-                        values[i] = None
-                    if core.finished:
-                        self.halt()
-                        return
-                    self.launch(core.dispatch(now), slot)
-                t = assigned[slot]
-                while t < 0:
-                    cond.wait()
-                    if self.stop:
-                        return
-                    t = assigned[slot]
-                assigned[slot] = -1
-            task = tasks[t]
-            try:
-                out = runner(task, [values[i] for i in task.inputs], inputs, variables)
-            except BaseException as exc:
-                with lock:
-                    self.fail(t, exc)
-                return
+    def slot_name(self, slot: int) -> str:
+        return _slot_name(self.core, slot)
 
 
 class LocalEngine:
@@ -198,29 +140,12 @@ class LocalEngine:
         node id. Raises ExecutionError naming the task and node if a kernel fails."""
         plan = self.plan(tg)
         core = Core(plan, self.workers_per_device, self.max_running, record=trace)
-        run = _Run(tg, core, inputs, dict(variables or {}), self.runner)
-        threads = []
+        run = _TaskRun(tg, core, inputs, dict(variables or {}), self.runner)
+        driver = ThreadDriver(run)
         with self._blas_limit():
-            run.t0 = time.perf_counter()
-            if plan.ntasks:
-                with run.lock:
-                    run.launch(core.dispatch(0.0))
-                for slot in range(core.nslots):
-                    th = threading.Thread(
-                        target=run.work, args=(slot,), name=_slot_name(core, slot), daemon=True
-                    )
-                    th.start()
-                    threads.append(th)
-                try:
-                    run.done.wait()
-                finally:
-                    with run.lock:
-                        run.halt()
-                    for th in threads:
-                        th.join()
-            wall = time.perf_counter() - run.t0
-        if run.error is not None:
-            t, exc = run.error
+            wall = driver.run()
+        if driver.error is not None:
+            t, exc = driver.error
             raise _execution_error(tg, t, exc) from exc
         values = {t: run.values[t] for blocks in tg.outputs for t, _ in blocks}
         return RunResult(

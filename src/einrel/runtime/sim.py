@@ -1,4 +1,5 @@
-"""The simulated engine: the scheduling core driven by a discrete-event clock.
+"""The simulated clock: a scheduling core driven by a discrete-event clock instead of threads,
+and the simulated engine of task graphs built on it (`mem.sim` drives the memory core with it).
 
 Task durations come from the cost model (or a `durations` function). Same priorities, the same
 resources as the local engine (compute workers per device, one inbound transfer channel per
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
+from typing import Any, Protocol
 
 from ..errors import ExecutionError
 from ..taskgraph.cost import CostModel
@@ -65,18 +67,7 @@ class SimEngine:
         if bad:
             raise ExecutionError(f"negative or NaN durations for tasks {bad[:5]}")
         core = Core(plan, self.workers_per_device, self.max_running, record=trace)
-        heap: list[tuple[float, int]] = []
-        for t, _ in core.dispatch(0.0):
-            heappush(heap, (dur[t], t))
-        now = 0.0
-        while heap:
-            now = heap[0][0]
-            while heap and heap[0][0] == now:
-                core.finish(heappop(heap)[1], now)
-            for t, _ in core.dispatch(now):
-                heappush(heap, (now + dur[t], t))
-        if not core.finished:  # pragma: no cover - a placed task graph is a DAG
-            raise ExecutionError(f"simulation stalled after {core.done} of {plan.ntasks} tasks")
+        now = run_clock(core, lambda t, slot: dur[t], ties_by_item=True)
         return SimResult(
             makespan_s=now,
             peak_bytes=dict(enumerate(core.peak)),
@@ -84,3 +75,45 @@ class SimEngine:
             bytes_moved=core.bytes_moved,
             events=core.events or [],
         )
+
+
+class ClockFree(Protocol):
+    """What the simulated clock drives: a scheduling core (the task-graph `Core` or the
+    memory `MemCore`), which never reads a clock itself."""
+
+    def dispatch(self, now: float) -> list[tuple[int, int]]: ...
+
+    def complete(self, item: int, slot: int, now: float) -> Any: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def stall_message(self) -> str: ...
+
+
+def run_clock(
+    core: ClockFree, seconds: Callable[[int, int], float], ties_by_item: bool = False
+) -> float:
+    """Drive `core` with a discrete-event clock: each launched item ends `seconds(item, slot)`
+    later; every completion at one instant is booked (in item order with `ties_by_item`, else
+    in launch order) before anything is launched at that instant. Returns the makespan."""
+    heap: list[tuple[float, int, int, int]] = []
+    seq = 0
+
+    def launch(now: float) -> None:
+        nonlocal seq
+        for item, slot in core.dispatch(now):
+            seq += 1
+            heappush(heap, (now + seconds(item, slot), item if ties_by_item else seq, item, slot))
+
+    launch(0.0)
+    now = 0.0
+    while heap:
+        now = heap[0][0]
+        while heap and heap[0][0] == now:
+            _, _, item, slot = heappop(heap)
+            core.complete(item, slot, now)
+        launch(now)
+    if not core.finished:
+        raise ExecutionError(f"{core.stall_message()} (simulated, at {now:.6g} s)")
+    return now

@@ -82,3 +82,9 @@ class Link:
             self.sleep(left)
         self.busy_s += time.perf_counter() - start
         self.nbytes += nbytes
+
+
+def host_links(ndev: int, bandwidth: float | None, jitter: float, seed: int) -> dict[int, Link]:
+    """One link per host channel resource of a memory schedule: h2d of device d is resource
+    ndev + d, d2h is 2 ndev + d (each its own random stream)."""
+    return {r: Link(bandwidth, jitter, seed + r) for r in range(ndev, 3 * ndev)}

@@ -9,15 +9,16 @@ noise from the machine, and it checks that a schedule can always finish.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
 
-from ...errors import ExecutionError
 from ...memory import MemGraph
 from ...taskgraph.cost import CostModel
-from .engine import MemEngine, _Run
-from .schedule import MemEvent, node_seconds
+from ..sim import run_clock
+from ..transfer import check_jitter, host_links, parse_bandwidth
+from .core import MemCore
+from .schedule import MemEvent, make_schedule, node_seconds
 
 
 @dataclass
@@ -42,65 +43,39 @@ def simulate_memory(
     max_running: int | None = None,
     durations: Callable[[int], float] | None = None,
 ) -> MemSimResult:
-    """Simulate one run of `mg`; `durations(i)` overrides the modelled time of node i."""
-    eng = MemEngine(
-        ndev or mg.ndev,
-        priority=priority,
-        workers_per_device=workers_per_device,
-        transfer_bandwidth=transfer_bandwidth,
-        jitter=jitter,
-        seed=seed,
-        cost_model=cost_model or CostModel.default(),
-        max_running=max_running if max_running is not None else 1 << 30,
-    )
-    sched = eng.schedule(mg)
-    run = _Run(eng, sched, {}, {}, record=True)
+    """Simulate one run of `mg`; `durations(i)` overrides the modelled time of node i. The
+    arguments mean what they mean for `MemEngine`, whose core and links this runs."""
+    ndev = ndev or mg.ndev
+    model = cost_model or CostModel.default()
+    bandwidth, jitter = parse_bandwidth(transfer_bandwidth), check_jitter(jitter)
+    sched = make_schedule(mg, ndev, priority, model, bandwidth)
+    rng = random.Random(seed)  # drawn in the engine's order: random keys, then link streams
+    core = MemCore(sched, workers_per_device, max_running, rng, record=True)
+    links = host_links(ndev, bandwidth, jitter, rng.randrange(2**62))
     n = len(mg.nodes)
-    model = node_seconds(mg, eng.cost_model, None)
+    secs = node_seconds(mg, model, None)
     tasks = mg.taskgraph.tasks
 
-    def seconds(i: int, r: int) -> float:
+    def seconds(i: int, slot: int) -> float:
         if durations is not None:
             return float(durations(i))
-        link = run.links.get(r)
+        link = links.get(core.slot_res[slot])
         if i >= n:
             f = sched.fetch[i - n]
             return link.seconds(tasks[f.block].nbytes) if link else 0.0
         node = mg.nodes[i]
-        if link is not None and eng.bandwidth is not None:
+        if link is not None and bandwidth is not None:
             if node.kind == "evict" and tasks[node.block].kind == "input":
                 return 0.0
             return link.seconds(tasks[node.block].nbytes)
-        return model[i]
+        return secs[i]
 
-    heap: list[tuple[float, int, int, int]] = []
-    seq = 0
-
-    def launch(now: float) -> None:
-        nonlocal seq
-        for i, slot in run.dispatch(now):
-            seq += 1
-            heappush(heap, (now + seconds(i, run.slot_res[slot]), seq, i, slot))
-
-    for i in range(sched.size):
-        if sched.deps[i] == 0:
-            run.ready(i, 0.0)
-    launch(0.0)
-    now = 0.0
-    while heap:
-        now = heap[0][0]
-        while heap and heap[0][0] == now:
-            _, _, i, slot = heappop(heap)
-            run.assigned[slot] = -1
-            run.complete(i, slot, now)
-        launch(now)
-    if run.done != sched.size:
-        raise ExecutionError(run._stall_message())
+    now = run_clock(core, seconds)
     return MemSimResult(
         makespan_s=now,
-        peak_bytes=dict(enumerate(run.peak)),
-        busy_s=dict(enumerate(run.busy)),
-        bytes_offloaded=run.offloaded,
-        events=run.events or [],
-        order=run.order,
+        peak_bytes=dict(enumerate(core.peak)),
+        busy_s=dict(enumerate(core.busy)),
+        bytes_offloaded=core.offloaded,
+        events=core.events or [],
+        order=core.order,
     )

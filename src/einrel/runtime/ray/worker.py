@@ -147,7 +147,7 @@ class _DeviceRun:
             self.moved += int(out.nbytes)
             src_dev, src_gid = part.source[t]
             self.peers[src_dev].ack.remote(self.run_id, src_gid)
-        for i in core.finish(t, now):
+        for i in core.complete(t, -1, now):
             values[i] = None
         if core.finished:
             self.halt()
