@@ -94,7 +94,7 @@ class ThreadDriver:
         self.stop = False
         self.error: tuple[int, BaseException] | None = None
         self.done = threading.Event()
-        self.t0 = 0.0
+        self.t0 = time.perf_counter()  # the clock starts here: events may come before `run`
         self.last = 0.0
 
     # --- called with the lock held -----------------------------------------------------------
@@ -139,7 +139,6 @@ class ThreadDriver:
     def run(self) -> float:
         """Start the slots, wait until the work is finished or failed; the wall time."""
         work = self.work
-        self.t0 = time.perf_counter()
         with self.lock:
             self.dispatch()
         threads = []

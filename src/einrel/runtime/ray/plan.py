@@ -147,6 +147,11 @@ class DeviceCore(Core):
         if t not in self._held:
             super()._push(t)
 
+    @property
+    def waiting_for_peers(self) -> bool:
+        """Some gated move still waits for a block from another device."""
+        return bool(self._held)
+
     def release(self, t: int) -> None:
         """The remote block gated move t waits for has arrived: t becomes ready."""
         self._held.discard(t)

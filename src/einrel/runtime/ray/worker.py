@@ -37,6 +37,7 @@ from ray.exceptions import GetTimeoutError
 from ...devices import cores
 from ...taskgraph.interpret import run_task
 from ...taskgraph.ir import Task
+from ..driver import ThreadDriver, WorkBase
 from .plan import DeviceCore, DevicePart
 
 Runner = Callable[[Task, Sequence[np.ndarray], Mapping[int, np.ndarray], Mapping[str, float]], Any]
@@ -49,8 +50,9 @@ INLINE_BYTES = 100 * 1024
 FINISHED_KEPT = 4096  # ids of finished and aborted runs remembered (late messages are dropped)
 
 
-class _DeviceRun:
-    """The state of one run on this device, shared by its threads under the actor's lock."""
+class _DeviceRun(WorkBase):
+    """One run on this device: the device core plus the messages of a distributed run. The
+    driver's lock guards it; peers' `deliver` and `ack` calls take that lock too."""
 
     def __init__(
         self,
@@ -63,7 +65,7 @@ class _DeviceRun:
         variables: Mapping[str, float],
         record: bool,
     ) -> None:
-        self.worker = worker
+        self.runner = worker.runner
         self.part = part
         self.local = local
         self.peers = peers
@@ -71,136 +73,87 @@ class _DeviceRun:
         self.inputs = inputs
         self.variables = variables
         self.core = DeviceCore(part, 1, record)
-        self.lock = worker.lock
+        self.nslots = self.core.nslots
+        self.driver = ThreadDriver(self)
         self.values: list[Any] = [None] * len(part.tasks)
         self.refs: dict[int, Any] = {}
-        self.conds = [threading.Condition(self.lock) for _ in range(self.core.nslots)]
-        self.assigned = [-1] * self.core.nslots
         self.running: dict[int, int] = {}  # slot -> local task id
-        self.stop = False
         self.aborted = False
-        self.error: tuple[int, BaseException, str] | None = None
-        self.done = threading.Event()
         self.moved = 0  # bytes actually received from other devices
-        self.finished = bytearray(len(part.tasks))
+        self.finished_at = bytearray(len(part.tasks))
         self.outbox: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
-        self.t0 = 0.0
-        self.last = 0.0
 
-    # --- called with the lock held -------------------------------------------------------------
-    def now(self) -> float:
-        t = time.perf_counter() - self.t0
-        if t <= self.last:
-            t = self.last + 1e-9
-        self.last = t
-        return t
-
-    def launch(self, launches: list[tuple[int, int]], me: int = -1) -> None:
-        for t, slot in launches:
-            self.assigned[slot] = t
-            if slot != me:
-                self.conds[slot].notify()
-
-    def halt(self) -> None:
-        self.stop = True
-        for c in self.conds:
-            c.notify_all()
-        self.done.set()
-
-    def fail(self, t: int, exc: BaseException) -> None:
-        if self.error is None:
-            self.error = (t, exc, traceback.format_exc())
-        self.halt()
-
-    def arrive(self, t: int, payload: Any, inline: bool) -> None:
-        """A peer delivered the block gated move t fetches: the array itself when `inline`,
-        else a one-element list holding its object reference."""
-        if self.stop or t in self.refs:
-            return
-        self.refs[t] = (payload, inline)
-        self.core.release(t)
-        self.launch_or_land(self.core.dispatch(self.now()))
-
-    def launch_or_land(self, launches: list[tuple[int, int]]) -> None:
-        """Launch tasks, except that a move whose block came inline lands right here: its
-        transfer is already done, so the thread that received it completes it."""
+    # --- the work the driver runs (its lock held, except in `execute`) ---------------------
+    def dispatch(self, now: float) -> list[tuple[int, int]]:
+        """Launch ready tasks, except that a move whose block came inline lands right here:
+        its transfer is already done, so the thread that received it completes it."""
+        out: list[tuple[int, int]] = []
+        launches = self.core.dispatch(now)
         while launches:
             later: list[tuple[int, int]] = []
             for t, slot in launches:
                 got = self.refs.get(t)
-                if got is not None and got[1] and not self.stop:
-                    later += self.complete(t, got[0])
+                if got is not None and got[1] and not self.driver.stop:
+                    self.finish(t, slot, got[0], now)
+                    later += self.core.dispatch(now)
                 else:
-                    self.launch([(t, slot)])
+                    out.append((t, slot))
             launches = later
+        return out
 
-    def complete(self, t: int, out: Any) -> list[tuple[int, int]]:
-        """Record that local task t produced `out`: ship or acknowledge it, free dead blocks,
-        and return the launches this enables (empty when the run is over)."""
+    def claim(self, t: int, slot: int) -> Any:
+        self.running[slot] = t
+        return None
+
+    def execute(self, t: int, slot: int, token: Any) -> Any:
+        if t in self.refs:
+            return self._fetch(t)
+        task = self.part.tasks[t]
+        args = [self.values[i] for i in self.part.args[t]]
+        return self.runner(task, args, self.inputs, self.variables)
+
+    def finish(self, t: int, slot: int, out: Any, now: float) -> None:
+        """Record that local task t produced `out`: ship or acknowledge it, free dead blocks."""
         part, core, values = self.part, self.core, self.values
-        self.finished[t] = 1
+        self.running.pop(slot, None)
+        self.finished_at[t] = 1
         values[t] = out
-        now = self.now()
         if part.sends[t]:
             self.ship(t, out)
         if t in self.refs:  # a transfer landed: the source may free its block
             self.moved += int(out.nbytes)
             src_dev, src_gid = part.source[t]
             self.peers[src_dev].ack.remote(self.run_id, src_gid)
-        for i in core.complete(t, -1, now):
+        for i in core.complete(t, slot, now):
             values[i] = None
-        if core.finished:
-            self.halt()
-            return []
-        return core.dispatch(now)
+
+    @property
+    def finished(self) -> bool:
+        return self.core.finished
+
+    def stall_message(self) -> str | None:
+        if self.core.waiting_for_peers:
+            return None  # a block another device will deliver
+        return self.core.stall_message()
+
+    def slot_name(self, slot: int) -> str:
+        return f"einrel-ray-dev{self.part.device}-slot{slot}"
+
+    # --- messages from peers (the driver's lock held) ------------------------------------------
+    def arrive(self, t: int, payload: Any, inline: bool) -> None:
+        """A peer delivered the block gated move t fetches: the array itself when `inline`,
+        else a one-element list holding its object reference."""
+        if self.driver.stop or t in self.refs:
+            return
+        self.refs[t] = (payload, inline)
+        self.core.release(t)
+        self.driver.dispatch()
 
     def acked(self, t: int) -> None:
-        if not self.stop and self.core.remote_done(t):
+        if not self.driver.stop and self.core.remote_done(t):
             self.values[t] = None
 
-    # --- threads ---------------------------------------------------------------------------------
-    def work(self, slot: int) -> None:
-        try:
-            self._loop(slot)
-        except BaseException as exc:
-            with self.lock:
-                self.fail(-1, exc)
-
-    def _loop(self, slot: int) -> None:
-        lock, cond, part = self.lock, self.conds[slot], self.part
-        values, tasks, args = self.values, part.tasks, part.args
-        runner, refs = self.worker.runner, self.refs
-        t = -1
-        out: Any = None
-        while True:
-            with lock:
-                if self.stop:
-                    return
-                if t >= 0:
-                    self.running.pop(slot, None)
-                    launches = self.complete(t, out)
-                    if self.stop:
-                        return
-                    self.launch(launches, slot)
-                t = self.assigned[slot]
-                while t < 0:
-                    cond.wait()
-                    if self.stop:
-                        return
-                    t = self.assigned[slot]
-                self.assigned[slot] = -1
-                self.running[slot] = t
-            task = tasks[t]
-            try:
-                if t in refs:
-                    out = self._fetch(t)
-                else:
-                    out = runner(task, [values[i] for i in args[t]], self.inputs, self.variables)
-            except BaseException as exc:
-                with lock:
-                    self.fail(t, exc)
-                return
-
+    # --- transfers -------------------------------------------------------------------------
     def ship(self, t: int, value: Any) -> None:
         """Send finished block t to the devices that read it (small blocks inline, at once;
         large ones through the sender thread, which puts them in the object store)."""
@@ -215,16 +168,13 @@ class _DeviceRun:
         """The transfer of gated move t: the delivered block, fetched if it is a reference."""
         payload, inline = self.refs[t]
         if inline:
-            value = payload
-        else:
-            while True:
-                try:
-                    value = ray.get(payload[0], timeout=FETCH_POLL_S)
-                    break
-                except GetTimeoutError:
-                    if self.stop:
-                        raise RuntimeError("run aborted while fetching") from None
-        return value
+            return payload
+        while True:
+            try:
+                return ray.get(payload[0], timeout=FETCH_POLL_S)
+            except GetTimeoutError:
+                if self.driver.stop:
+                    raise RuntimeError("run aborted while fetching") from None
 
     def send(self) -> None:
         """Ship finished blocks that other devices read: one `ray.put`, one ref per reader."""
@@ -241,9 +191,9 @@ class _DeviceRun:
                 for dst, move in sends[t]:
                     peers[dst].deliver.remote(self.run_id, move, [ref], False)
         except BaseException as exc:
-            with self.lock:
+            with self.driver.lock:
                 what = f"sending t{gids[t]}" if t >= 0 else "the sender"
-                self.fail(-1, RuntimeError(f"{what} failed: {exc!r}"))
+                self.driver.fail(-1, RuntimeError(f"{what} failed: {exc!r}"))
 
 
 class DeviceWorker:
@@ -332,40 +282,28 @@ class DeviceWorker:
             if run_id in self.ended:
                 return {"device": self.device, "aborted": True}
             run = _DeviceRun(self, part, local, peers, run_id, inputs, dict(variables), record)
-            run.t0 = time.perf_counter()
             t_wall = time.time()
             self.runs[run_id] = run
-            for gid, payload, inline in self.early.pop(run_id, []):
+            early = self.early.pop(run_id, [])
+        with run.driver.lock:
+            for gid, payload, inline in early:
                 run.arrive(local[gid], payload, inline)
-            run.launch(run.core.dispatch(run.now()))
-            if run.core.finished:
-                run.halt()
-        threads = []
         sender = None
         if any(part.sends):
             sender = threading.Thread(target=run.send, name="einrel-send", daemon=True)
             sender.start()
-        if part.tasks:
-            for slot in range(run.core.nslots):
-                th = threading.Thread(target=run.work, args=(slot,), daemon=True)
-                th.start()
-                threads.append(th)
-            run.done.wait()
-        with run.lock:
-            run.halt()
-        for th in threads:
-            th.join()
+        wall = run.driver.run()
         if sender is not None:
             run.outbox.put(None)
             sender.join()
-        wall = time.perf_counter() - run.t0
         with self.lock:
             self.runs.pop(run_id, None)
             self._end(run_id)
         if run.aborted:
             return {"device": self.device, "aborted": True}
-        if run.error is not None:
-            t, exc, tb = run.error
+        if run.driver.error is not None:
+            t, exc = run.driver.error
+            tb = "".join(traceback.format_exception(exc))
             return self._error(part.gids[t] if t >= 0 else -1, f"{type(exc).__name__}: {exc}", tb)
         core = run.core
         events = []
@@ -399,15 +337,18 @@ class DeviceWorker:
         `inline`, else `[ref]`: nested, so Ray leaves the fetch to the move task)."""
         with self.lock:
             run = self.runs.get(run_id)
-            if run is not None:
-                run.arrive(run.local[gid], payload, inline)
-            elif run_id not in self.ended:
-                self.early.setdefault(run_id, []).append((gid, payload, inline))
+            if run is None:
+                if run_id not in self.ended:
+                    self.early.setdefault(run_id, []).append((gid, payload, inline))
+                return
+        with run.driver.lock:
+            run.arrive(run.local[gid], payload, inline)
 
     def ack(self, run_id: str, gid: int) -> None:
         with self.lock:
             run = self.runs.get(run_id)
-            if run is not None:
+        if run is not None:
+            with run.driver.lock:
                 run.acked(run.local[gid])
 
     def status(self, run_id: str | None = None) -> dict[str, Any]:
@@ -417,10 +358,11 @@ class DeviceWorker:
             if run_id is None:
                 run_id = next(iter(self.runs), "")
             run = self.runs.get(run_id)
-            if run is None:
-                return {"device": self.device, "run": run_id, "running": [], "done": -1}
+        if run is None:
+            return {"device": self.device, "run": run_id, "running": [], "done": -1}
+        with run.driver.lock:
             gids = run.part.gids
-            waiting = run.finished.find(0)
+            waiting = run.finished_at.find(0)
             return {
                 "device": self.device,
                 "run": run_id,
@@ -435,6 +377,7 @@ class DeviceWorker:
         with self.lock:
             run = self.runs.get(run_id)
             self._end(run_id)
-            if run is not None:
+        if run is not None:
+            with run.driver.lock:
                 run.aborted = True
-                run.halt()
+                run.driver.halt()
