@@ -70,7 +70,7 @@ def main() -> int:
     print(f"simulated vs measured makespan; {threads} cores; load {meta['load_avg_start']}")
     models: dict[int, dict[str, CostModel]] = {}
     for nd in ndevs:
-        models[nd] = {"default": CostModel.load_or_default()}
+        models[nd] = {"default": CostModel.default()}
         if not args.no_calibrate:
             models[nd]["calibrated"] = calibrate(nd)
     rows: list[dict[str, Any]] = []

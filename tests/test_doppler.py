@@ -34,12 +34,6 @@ DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
 GRAPHS = RELEASED_GRAPHS
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Policies trained on the fly go to a per-test cache, never the user's."""
-    monkeypatch.setenv("EINREL_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def diamond_ladder(width: int = 3, depth: int = 4) -> PlaceGraph:
     """`depth` layers of `width` ops, each op feeding the two ops below it; uneven costs."""
     edges = []

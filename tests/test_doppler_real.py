@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,11 +9,6 @@ import einrel as er
 from einrel.place.doppler import DopplerPolicy, find_policy, fingerprint, placer, train
 from einrel.place.doppler.real import is_workload_spec, workload_target
 from einrel.workloads import ffnn_train
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EINREL_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def test_compile_with_doppler_placer_runs_correctly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,11 +21,6 @@ FFNN = DATA / "ffnn_192nodes.txt"
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EINREL_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def place_json(*args: str) -> dict:
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output

@@ -53,9 +53,12 @@ def test_json_round_trip_and_env_override(tmp_path: Path, monkeypatch: pytest.Mo
     assert json.loads(path.read_text())["meta"]["cores"] >= 1
     monkeypatch.setenv("EINREL_CALIBRATION", str(tmp_path / "env.json"))
     assert default_path() == tmp_path / "env.json"
-    assert CostModel.load_or_default() == CostModel.default()  # nothing saved there yet
+    with pytest.raises(er.CompileError, match=r"cannot read .*env.json.*einrel calibrate"):
+        CostModel.resolve("calibrated")  # nothing saved there yet
     cm.save()
-    assert CostModel.load_or_default() == cm
+    assert CostModel.resolve("calibrated") == cm
+    assert CostModel.resolve(path) == cm
+    assert CostModel.resolve(None) == CostModel.default()
     with pytest.raises(ValueError, match="positive"):
         cm.with_(link_bytes_per_s=0.0)
     with pytest.raises(ValueError, match="unknown"):
@@ -92,3 +95,24 @@ def test_chrome_trace_and_gantt(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == json.loads(json.dumps(doc))
     png = write_gantt(res.events, tmp_path / "g.png", tg)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compile_reads_no_cost_model_it_was_not_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved calibration changes nothing unless named: the default is the built-in model;
+    "calibrated" or a path reads it; a bad file is a CompileError naming it."""
+    slow = CostModel.default().with_(contraction_flops_per_s=1e3, task_overhead_s=1.0)
+    monkeypatch.setenv("EINREL_CALIBRATION", str(tmp_path / "cal.json"))
+    slow.save()
+    x = er.input("x", (8, 8))
+    prog = er.compile([er.relu(x @ x)], devices=er.cpu(2))
+    assert prog.cost_model == CostModel.default()
+    assert er.compile([x @ x], cost_model="calibrated").cost_model == slow
+    assert er.compile([x @ x], cost_model=tmp_path / "cal.json").cost_model == slow
+    assert er.compile([x @ x], cost_model=slow).cost_model == slow
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(er.CompileError, match=r"bad.json is not a saved cost model"):
+        er.compile([x @ x], cost_model=str(tmp_path / "bad.json"))
+    with pytest.raises(er.CompileError, match=r"cost_model must be"):
+        er.compile([x @ x], cost_model=3)

@@ -231,7 +231,7 @@ def compile(
         graph = build_graph(outs)
         if fuse:
             graph = fuse_elementwise(graph)
-        model = cost_model if cost_model is not None else CostModel.load_or_default()
+        model = CostModel.resolve(cost_model)
         if chunks is not None:
             partitioner, options = "chunks", {**options, "chunks": chunks}
         bar.step(f"decomposing {len(graph)} nodes ({partitioner})")

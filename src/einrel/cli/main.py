@@ -114,6 +114,9 @@ def plan(
     mode: Annotated[str, typer.Option(help="llama_block only: inference or train.")] = "",
     partitioner: Annotated[str, typer.Option(help="Partitioner name.")] = "eindecomp",
     placer: Annotated[str, typer.Option(help="Placer name.")] = "critical-path",
+    cost_model: Annotated[
+        str, typer.Option(help="'calibrated' (from `einrel calibrate`) or a saved model's path.")
+    ] = "",
 ) -> None:
     """Print the plan and explain() for a workload, without running it."""
     import einrel as er
@@ -135,7 +138,11 @@ def plan(
     try:
         wl = get_workload(workload, size, dtype or None, **options)
         prog = er.compile(
-            wl.outputs, devices=er.cpu(devices), partitioner=partitioner, placer=placer
+            wl.outputs,
+            devices=er.cpu(devices),
+            partitioner=partitioner,
+            placer=placer,
+            cost_model=cost_model or None,
         )
     except (EinrelError, TypeError) as e:
         typer.echo(f"error: {e}", err=True)

@@ -106,7 +106,7 @@ class LocalEngine:
         self.ndev = ndev
         self.workers_per_device = workers_per_device
         self.priority = priority
-        self.cost_model = cost_model if cost_model is not None else CostModel.load_or_default()
+        self.cost_model = cost_model if cost_model is not None else CostModel.default()
         ncores = cores()
         self.max_running = max_running if max_running is not None else ncores
         self.blas_threads = max(1, ncores // (ndev * workers_per_device))

@@ -51,7 +51,7 @@ class SimEngine:
                 f"need ndev >= 1 and workers_per_device >= 1, got {ndev}, {workers_per_device}"
             )
         self.ndev = ndev
-        self.cost_model = cost_model if cost_model is not None else CostModel.load_or_default()
+        self.cost_model = cost_model if cost_model is not None else CostModel.default()
         self.workers_per_device = workers_per_device
         self.priority = priority
         self.max_running = max_running

@@ -114,12 +114,28 @@ class CostModel:
         return CostModel.from_dict(json.loads(p.read_text()))
 
     @staticmethod
-    def load_or_default(path: str | Path | None = None) -> CostModel:
-        """The saved calibration if there is a readable one, else `default()`."""
+    def resolve(spec: CostModel | str | Path | None) -> CostModel:
+        """The cost model `er.compile(cost_model=...)` names: None for the built-in model, a
+        `CostModel`, a path to a saved one, or "calibrated" for the one `einrel calibrate`
+        saved (`default_path()`). Nothing is read unless named."""
+        from ..errors import CompileError
+
+        if spec is None:
+            return CostModel.default()
+        if isinstance(spec, CostModel):
+            return spec
+        if not isinstance(spec, str | Path):
+            raise CompileError(
+                f"cost_model must be a CostModel, a path or 'calibrated', got {spec!r}"
+            )
+        path = default_path() if spec == "calibrated" else Path(spec)
         try:
             return CostModel.load(path)
-        except (OSError, ValueError, TypeError):
-            return CostModel.default()
+        except OSError as e:
+            hint = " (run `einrel calibrate` first)" if spec == "calibrated" else ""
+            raise CompileError(f"cost_model: cannot read {path}: {e.strerror}{hint}") from None
+        except (ValueError, TypeError) as e:
+            raise CompileError(f"cost_model: {path} is not a saved cost model: {e}") from None
 
     def with_(self, **changes: Any) -> CostModel:
         return replace(self, **changes)

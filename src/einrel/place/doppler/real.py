@@ -95,7 +95,7 @@ def workload_target(
     graph = fuse_elementwise(build_graph(wl.outputs))  # as er.compile does by default
     decomposition = get_partitioner(partitioner)(graph, ndev)
     tg = build_tasks(graph, decomposition)
-    model = CostModel.load_or_default()
+    model = CostModel.default()
     pg, ops = to_place_graph(tg, model)
     pg = PlaceGraph(pg.comp, pg.comm, pg.edges, name=f"{name}-{size}")
     inputs, variables = bind_feeds(graph, wl.make_feeds(seed))

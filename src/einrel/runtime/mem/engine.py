@@ -173,7 +173,7 @@ class MemEngine:
         self.jitter = check_jitter(jitter)
         self.seed = seed
         self._rng = random.Random(seed)
-        self.cost_model = cost_model if cost_model is not None else CostModel.load_or_default()
+        self.cost_model = cost_model if cost_model is not None else CostModel.default()
         ncores = cores()
         self.max_running = max_running if max_running is not None else ncores
         self.threads = threads_per_worker or max(1, ncores // (ndev * workers_per_device))

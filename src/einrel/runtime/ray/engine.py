@@ -133,7 +133,7 @@ class RayEngine:
         self.devices = devs
         self.ndev = devs.n
         self.priority = priority
-        self.cost_model = cost_model if cost_model is not None else CostModel.load_or_default()
+        self.cost_model = cost_model if cost_model is not None else CostModel.default()
         self.cpus_per_device = float(cpus_per_device)
         self.runner = runner
         self.startup_timeout_s = startup_timeout_s
