@@ -88,7 +88,7 @@ def run(size: str, devices: list[int]) -> list[dict[str, Any]]:
         for n in devices:
             for label, (partitioner, opts) in PARTITIONERS.items():
                 t = time.perf_counter()
-                dec = get_partitioner(partitioner)(graph, n, **opts)
+                dec = get_partitioner(partitioner, **opts)(graph, n)
                 seconds = time.perf_counter() - t
                 rows.append(
                     {
@@ -115,7 +115,7 @@ def big(layers: int) -> dict[str, Any]:
     for label in ("eindecomp", "eindecomp-dp-only", "data-parallel"):
         partitioner, opts = PARTITIONERS[label]
         t = time.perf_counter()
-        dec = get_partitioner(partitioner)(graph, 8, **opts)
+        dec = get_partitioner(partitioner, **opts)(graph, 8)
         out[label] = {"plan_s": round(time.perf_counter() - t, 2), "cost": plan_cost(graph, dec)}
         print(f"{len(graph)}-node stack, {label}: {out[label]}")
     return out

@@ -2,7 +2,7 @@
 er.cpu(N), measured wall time of each placement.
 
 The workload is decomposed with EinDecomp for N devices; its placement view (modelled seconds
-per task and per transfer, `einrel.place.registry.to_place_graph`) is what every placer sees.
+per task and per transfer, `einrel.place.placers.to_place_graph`) is what every placer sees.
 Doppler trains stages I and II on the simulator, then stage III with the LocalEngine's measured
 wall time as the cost (its recipe first picks, side by side, how many of the devices to place on,
 and rematches its best checkpoint against its start; `einrel.place.doppler.train`). Every
@@ -12,7 +12,8 @@ one warm-up round), and the median wall time is reported.
 Usage: python benchmarks/doppler_real.py [--size medium] [--devices 4] [--episodes 300,400,150]
        [--policy stage3.pt] [--repeats 5]
 Writes benchmarks/results/doppler_real.json and doppler_real.png; the stage III policy is saved in
-the user cache, where `er.compile(..., placer="doppler")` finds it for this graph.
+the user cache (`einrel place` finds it there), and `er.compile(..., placer=Doppler(policy=PATH))`
+places this workload with it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from einrel.place.doppler import DopplerPolicy, load_policy, train
 from einrel.place.doppler.policy import cache_dir, policy_filename
 from einrel.place.doppler.real import workload_target
 from einrel.place.doppler.train import RECIPES
-from einrel.place.heuristics import get_placer
+from einrel.place.placers import get_placer
 from einrel.place.simulate import make_simulator
 
 ROOT = Path(__file__).resolve().parents[1]

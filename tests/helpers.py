@@ -19,3 +19,15 @@ def local_ray(num_cpus: int) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def place_by(name: str, tg: Any, ndev: int, **options: Any) -> list[int]:
+    """A device per task of an unplaced task graph, from the placer `name` (built-in costs)."""
+    from einrel.place.placers import get_placer, place
+    from einrel.taskgraph.cost import CostModel
+
+    return place(get_placer(name, **options), tg, ndev, CostModel.default())
+
+
+def round_robin(tg: Any, ndev: int) -> list[int]:
+    return place_by("round-robin", tg, ndev)

@@ -14,10 +14,11 @@ from einrel.errors import CompileError
 from einrel.frontend.reference import evaluate
 from einrel.frontend.tensor import build_graph
 from einrel.ir.graph import Graph
-from einrel.place.locate import eindecomp_greedy, round_robin
+from einrel.place.locate import eindecomp_greedy
 from einrel.taskgraph.build import build_tasks, check_decomposition
 from einrel.taskgraph.interpret import interpret_tasks
 from einrel.taskgraph.place import place_tasks
+from helpers import round_robin
 
 F64 = "float64"
 
@@ -83,7 +84,7 @@ def test_every_partitioner_runs_correctly_on_every_graph(graph_name, partitioner
     graph = build_graph(outputs)
     want = evaluate(outputs, feeds)
     for ndev in (1, 3, 4):
-        dec = get_partitioner(partitioner)(graph, ndev, **options(partitioner, graph))
+        dec = get_partitioner(partitioner, **options(partitioner, graph))(graph, ndev)
         assert set(dec) == {n.id for n in graph.nodes}
         assert plan_cost(graph, dec) >= 0
         check_runs(graph, dec, ndev, feeds, want)
@@ -96,7 +97,7 @@ def test_eindecomp_cuts_every_node_in_the_full_spaces(graph_name, space) -> None
     graph = build_graph(outputs)
     want = evaluate(outputs, feeds)
     for ndev in (2, 4):
-        dec = get_partitioner("eindecomp")(graph, ndev, space=space)
+        dec = get_partitioner("eindecomp", space=space)(graph, ndev)
         cut = [n for n in graph.nodes if n.op in ("slice", "concat") and dec[n.id].nblocks > 1]
         assert graph_name != "structural" or cut
         check_runs(graph, dec, ndev, feeds, want)
@@ -150,11 +151,11 @@ def test_data_parallel_with_a_small_batch_cuts_as_far_as_it_can() -> None:
 
 def test_data_parallel_takes_named_data_inputs() -> None:
     graph = llama(batch=8)
-    dec = get_partitioner("data-parallel")(graph, 4, data=["wq"])
+    dec = get_partitioner("data-parallel", data=["wq"])(graph, 4)
     wq = next(n for n in graph.nodes if n.name == "wq")
     assert dec[wq.id].grid == (4, 1, 1)  # wq's dim 0 is the model width, now "the batch"
     with pytest.raises(CompileError, match="nope"):
-        get_partitioner("data-parallel")(graph, 4, data=["nope"])
+        get_partitioner("data-parallel", data=["nope"])(graph, 4)
 
 
 def test_model_parallel_cuts_heads_and_the_mlp_width() -> None:
@@ -206,7 +207,7 @@ def test_chunks_follow_dask_and_spread_along_labels() -> None:
     w = er.input("w", (6, 4))
     y = er.einsum("bi,io->bo", x, w)
     graph = build_graph([er.relu(y)])
-    dec = get_partitioner("chunks")(graph, 4, chunks={"x": (4, -1)})
+    dec = get_partitioner("chunks", chunks={"x": (4, -1)})(graph, 4)
     assert dec[0].dims[0].bounds == (0, 4, 8, 10)
     assert dec[0].dims[1].bounds == (0, 6)
     mm = graph.nodes[2]
@@ -242,14 +243,14 @@ def test_chunk_specs() -> None:
 def test_bad_chunks_name_the_input_and_shape(spec, match) -> None:
     graph = build_graph([er.relu(er.input("x", (10, 6, 4)))])
     with pytest.raises(CompileError, match=match) as err:
-        get_partitioner("chunks")(graph, 4, chunks={"x": spec})
+        get_partitioner("chunks", chunks={"x": spec})(graph, 4)
     assert "'x'" in str(err.value) and "(10, 6, 4)" in str(err.value)
 
 
 def test_chunks_for_unknown_inputs_and_missing_chunks() -> None:
     graph = build_graph([er.relu(er.input("x", (10, 6)))])
     with pytest.raises(CompileError, match="not graph inputs"):
-        get_partitioner("chunks")(graph, 2, chunks={"y": 2})
+        get_partitioner("chunks", chunks={"y": 2})(graph, 2)
     with pytest.raises(CompileError, match="chunks="):
         get_partitioner("chunks")(graph, 2)
 
@@ -267,8 +268,9 @@ def test_unknown_partitioner_lists_the_valid_names() -> None:
 def test_unknown_options_are_refused_with_the_valid_ones() -> None:
     graph = llama()
     with pytest.raises(CompileError, match="space"):
-        get_partitioner("eindecomp")(graph, 2, spaec="all")
-    get_partitioner("eindecomp")(graph, 2, memory=2**30)  # the common option is accepted
+        get_partitioner("eindecomp", spaec="all")(graph, 2)
+    part = get_partitioner(er.partitioners.EinDecomp(sweeps=1), slots=2)  # objects take options
+    assert (part.sweeps, part.slots) == (1, 2) and str(part) == "eindecomp(slots=2, sweeps=1)"
 
 
 @pytest.mark.parametrize("ndev", [0, -2, 2.0, "4", True])
@@ -277,14 +279,17 @@ def test_bad_device_counts(partitioner, ndev) -> None:
     graph = build_graph([er.relu(er.input("x", (4, 4)))])
     opts = {"chunks": {"x": 2}} if partitioner == "chunks" else {}
     with pytest.raises(CompileError, match="devices"):
-        get_partitioner(partitioner)(graph, ndev, **opts)
+        get_partitioner(partitioner, **opts)(graph, ndev)
 
 
 def test_bad_eindecomp_options_and_fixed_partitions() -> None:
     graph = build_graph(
         [er.relu(er.einsum("ij,jk->ik", er.input("a", (8, 8)), er.input("b", (8, 8))))]
     )
-    run = get_partitioner("eindecomp")
+
+    def run(graph, ndev, **options):
+        return get_partitioner("eindecomp", **options)(graph, ndev)
+
     with pytest.raises(CompileError, match="candidate space"):
         run(graph, 2, space="everything")
     with pytest.raises(CompileError, match="repartition"):

@@ -25,7 +25,7 @@ from einrel.place.doppler import (
 from einrel.place.doppler.env import rollout
 from einrel.place.doppler.model import GraphTensors, PlcNumpy
 from einrel.place.doppler.placer import policy_for
-from einrel.place.doppler.policy import POLICY_DIR
+from einrel.place.doppler.policy import POLICY_DIR, cache_dir
 from einrel.place.doppler.train import side_by_side
 from einrel.place.graphfile import RELEASED_DIR, RELEASED_GRAPHS
 from einrel.place.simulate import check_assignment, make_simulator
@@ -370,16 +370,23 @@ def test_policy_device_count_mismatch(tmp_path: Path, chain_mm: PlaceGraph) -> N
         load_policy(tmp_path / "missing.pt")
 
 
-def test_every_placer_gives_a_valid_assignment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_placer_gives_a_valid_assignment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(placer, "SHORT_EPISODES", {1: 20, 2: 20})
     g = diamond_ladder()
+    a = get_placer("doppler")(g, 3, 0)  # trained for this call, kept nowhere
+    assert check_assignment(g, a, 3) == tuple(a)
+    assert find_policy(fingerprint(g), 3) is None and not cache_dir().exists()
     names = ["round-robin", "random", "critical-path", "heft", "search", "doppler"]
     for name in [*names, "doppler+search"]:
-        options = {"budget_s": 0.2} if "search" in name else {}
+        options: dict = {"budget_s": 0.2} if "search" in name else {}
+        if "doppler" in name:
+            options["cache"] = tmp_path / "policies"
         a = get_placer(name, **options)(g, 3, 0)
         assert check_assignment(g, a, 3) == tuple(a), name
-    # the short policy trained for "doppler" was cached and is found again
-    assert find_policy(fingerprint(g), 3) is not None
+    # the short policy trained for "doppler" was kept in the named folder and is found again
+    assert find_policy(fingerprint(g), 3, [tmp_path / "policies"]) is not None
 
 
 def test_committed_policies_match_the_released_graphs() -> None:

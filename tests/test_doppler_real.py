@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,13 +13,17 @@ from einrel.place.doppler.real import is_workload_spec, workload_target
 from einrel.workloads import ffnn_train
 
 
-def test_compile_with_doppler_placer_runs_correctly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compile_with_doppler_placer_runs_correctly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # no stored policy fits this graph: the placer trains a short one (kept short here)
     monkeypatch.setattr(placer, "SHORT_EPISODES", {1: 8, 2: 8})
     wl = ffnn_train("tiny", "float64", with_grads=True)
     feeds = wl.make_feeds(0)
     want = wl.torch_reference(feeds)
-    prog = er.compile(wl.outputs, er.cpu(2), placer="doppler")
+    prog = er.compile(
+        wl.outputs, er.cpu(2), placer="doppler", placer_options={"cache": tmp_path / "pol"}
+    )
     try:
         got = prog.run(feeds)
     finally:
@@ -26,9 +32,10 @@ def test_compile_with_doppler_placer_runs_correctly(monkeypatch: pytest.MonkeyPa
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     devices = {t.device for t in prog.plan.tasks.tasks}
     assert devices <= {0, 1}
-    # the short policy trained for this graph is cached: a second compile reuses it
+    # the short policy trained for this graph is kept in the named cache: a second compile
+    # with that cache reuses it, and one without any cache never sees it
     target = workload_target("ffnn_train:tiny", 2, dtype="float64")
-    assert find_policy(fingerprint(target.graph), 2) is not None
+    assert find_policy(fingerprint(target.graph), 2, [tmp_path / "pol"]) is not None
 
 
 def test_stage3_uses_measured_wall_time() -> None:

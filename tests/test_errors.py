@@ -302,7 +302,11 @@ def _mlp() -> list[er.Tensor]:
         ),
         ({"placr": "heft"}, r"unknown option 'placr' \(did you mean 'placer'\?\)"),
         ({"partitoner": "none"}, r"unknown option 'partitoner' \(did you mean 'partitioner'\?\)"),
-        ({"sweeps": 2, "partitioner": "none"}, r"unknown option 'sweeps'.*'none' also takes"),
+        ({"sweeps": 2, "partitioner": "none"}, r"unknown option 'sweeps'.*partitioner_options"),
+        (
+            {"partitioner": "none", "partitioner_options": {"sweeps": 2}},
+            r"partitioner 'none' has no option\(s\) \['sweeps'\]; its options: none",
+        ),
         (
             {"memory_limit": "1MiB", "engine_options": {"workers": 2}},
             r"unknown engine option\(s\) \['workers'\] for the memory engine.*workers_per_device",
@@ -318,9 +322,16 @@ def test_bad_compile_options_fail_at_compile_time(kwargs, pattern):
         er.compile(_mlp(), **kwargs)
 
 
-def test_eindecomp_options_still_pass_through_compile():
-    prog = er.compile(_mlp(), devices=er.cpu(2), sweeps=1)
+def test_partitioner_and_placer_options_pass_through_compile():
+    prog = er.compile(_mlp(), devices=er.cpu(2), partitioner_options={"sweeps": 1})
     assert prog.plan.partitioner == "eindecomp"
+    prog = er.compile(
+        _mlp(),
+        devices=er.cpu(2),
+        partitioner=er.partitioners.EinDecomp(sweeps=0),
+        placer=er.placers.Search(max_evals=20),
+    )
+    assert (prog.plan.partitioner, prog.plan.placer) == ("eindecomp", "search")
 
 
 def test_a_torch_feed_that_requires_grad_is_detached():

@@ -11,8 +11,8 @@ from einrel.errors import CompileError
 from einrel.place import PLACERS, PlaceGraph, get_placer, load_graph_file, simulate
 from einrel.place.dag import b_levels
 from einrel.place.graphfile import RELEASED_DIR, RELEASED_GRAPHS
-from einrel.place.heuristics import random_best, round_robin
 from einrel.place.listsched import critical_path_schedule, heft_schedule
+from einrel.place.placers import EinDecompGreedy, Random, RoundRobin
 from einrel.place.simulate import make_simulator
 
 DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
@@ -106,9 +106,16 @@ def test_heft_schedule_is_legal(stem: str) -> None:
 
 
 FAST_OPTIONS = {"random": {"tries": 5}, "search": {"max_evals": 100, "budget_s": 5.0}}
+# Placers of any operation DAG that need no training (doppler has its own tests; eindecomp-greedy
+# reads einrel task graphs).
+DAG_PLACERS = ("round-robin", "random", "critical-path", "heft", "search")
 
 
-@pytest.mark.parametrize("name", sorted(PLACERS))
+def random_best(g: PlaceGraph, ndev: int, seed: int = 0, tries: int = 100) -> list[int]:
+    return Random(tries=tries)(g, ndev, seed)
+
+
+@pytest.mark.parametrize("name", DAG_PLACERS)
 @pytest.mark.parametrize("stem", sorted(GRAPHS))
 def test_every_placer_returns_a_valid_assignment(name: str, stem: str) -> None:
     g = load_graph_file(DATA / f"{stem}.txt")
@@ -119,7 +126,7 @@ def test_every_placer_returns_a_valid_assignment(name: str, stem: str) -> None:
     assert simulate(g, a, ndev).makespan > 0
 
 
-@pytest.mark.parametrize("name", sorted(PLACERS))
+@pytest.mark.parametrize("name", DAG_PLACERS)
 def test_placers_handle_one_device_and_tiny_graphs(name: str) -> None:
     placer = get_placer(name, **FAST_OPTIONS.get(name, {}))
     assert placer(fork_join(), 1, 0) == [0] * 5
@@ -129,7 +136,12 @@ def test_placers_handle_one_device_and_tiny_graphs(name: str) -> None:
 
 
 def test_round_robin() -> None:
-    assert round_robin(fork_join(), 2) == [0, 1, 0, 1, 0]
+    assert RoundRobin()(fork_join(), 2) == [0, 1, 0, 1, 0]
+    grouped = PlaceGraph(
+        fork_join().comp, fork_join().comm, fork_join().edges, groups=(7, 7, 8, 8, 8)
+    )
+    assert RoundRobin()(grouped, 2) == [0, 1, 0, 1, 0]  # the k-th op of each group
+    assert RoundRobin()(grouped, 3) == [0, 1, 0, 1, 2]
 
 
 # best of 100 uniform assignments, PAPERS §4.11; seed 0 happens to draw the same assignments
@@ -159,26 +171,38 @@ def test_random_is_seeded_and_keeps_the_best() -> None:
     assert random_best(g, 4, seed=5, tries=10) != random_best(g, 4, seed=6, tries=10)
     with pytest.raises(CompileError, match="tries"):
         random_best(g, 4, tries=0)
+    with pytest.raises(CompileError, match="tries"):
+        get_placer("random", tries=0)
 
 
 def test_registry() -> None:
-    assert set(PLACERS) == {"round-robin", "random", "critical-path", "heft", "search"}
+    assert list(PLACERS) == [
+        "round-robin",
+        "random",
+        "critical-path",
+        "heft",
+        "search",
+        "eindecomp-greedy",
+        "doppler",
+        "doppler+search",
+    ]
     with pytest.raises(CompileError, match="round-robin, random, critical-path, heft, search"):
         get_placer("greedy")
-    with pytest.raises(CompileError, match="takes no option"):
+    with pytest.raises(CompileError, match=r"'heft' has no option\(s\) \['budget_s'\]"):
         get_placer("heft", budget_s=3)
-    with pytest.raises(CompileError, match="takes no option"):
+    with pytest.raises(CompileError, match=r"\['seed'\]; its options: budget_s, max_evals"):
         get_placer("search", seed=3)
     with pytest.raises(TypeError):
-        PLACERS["mine"] = round_robin  # type: ignore[index]
-    assert get_placer("round-robin") is round_robin
+        PLACERS["mine"] = RoundRobin  # type: ignore[index]
+    s = get_placer("search", budget_s=2)
+    assert s == get_placer(s) and get_placer(s, max_evals=5).options()["budget_s"] == 2
+    assert str(get_placer(s, max_evals=5)) == "search(budget_s=2, max_evals=5)"
+    with pytest.raises(CompileError, match="reads their blocks"):
+        EinDecompGreedy()(fork_join(), 2)
 
 
-def test_the_learned_placer_is_optional() -> None:
-    if importlib.util.find_spec("einrel.place.doppler") is None:
-        with pytest.raises(CompileError, match=r"doppler \(when installed\)"):
-            get_placer("doppler")
-    else:
-        placer = get_placer("doppler")
-        a = placer(fork_join(), 2, 0)
-        assert len(a) == 5 and all(0 <= d < 2 for d in a)
+def test_the_learned_placer() -> None:
+    placer = get_placer("doppler")
+    assert importlib.util.find_spec("einrel.place.doppler") is not None
+    a = placer(fork_join(), 2, 0)
+    assert len(a) == 5 and all(0 <= d < 2 for d in a)

@@ -10,8 +10,8 @@ import pytest
 from einrel.errors import CompileError
 from einrel.place import load_graph_file
 from einrel.place.graphfile import RELEASED_DIR
-from einrel.place.heuristics import search_placer
 from einrel.place.listsched import critical_path
+from einrel.place.placers import Search
 from einrel.place.search import anneal
 from einrel.place.simulate import make_simulator
 
@@ -35,8 +35,8 @@ def test_search_from_a_given_start_never_gets_worse_and_is_reproducible() -> Non
     g = load_graph_file(DATA / "ffnn_192nodes.txt")
     sim = make_simulator(g)
     start = [v % 4 for v in range(g.num_ops)]
-    a = search_placer(g, 4, 7, budget_s=60.0, max_evals=300, start=start)
-    b = search_placer(g, 4, 7, budget_s=60.0, max_evals=300, start=start)
+    a = Search(budget_s=60.0, max_evals=300, start=start)(g, 4, 7)
+    b = Search(budget_s=60.0, max_evals=300, start=start)(g, 4, 7)
     assert a == b
     assert sim(a) <= sim(start)
     r = anneal(g, 4, seed=7, budget_s=60.0, max_evals=300, start=start)

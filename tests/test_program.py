@@ -16,7 +16,7 @@ from rich.console import Console
 
 import einrel as er
 from einrel.decompose.partition import Partition
-from einrel.decompose.registry import PARTITIONERS
+from einrel.decompose.partitioners import PARTITIONERS
 from einrel.taskgraph.execute import RULES
 from einrel.workloads import get_workload
 
@@ -140,7 +140,11 @@ def small_graph() -> tuple[er.Tensor, dict[str, np.ndarray]]:
 def test_partitions_that_do_not_fit_a_shape() -> None:
     y, _ = small_graph()
     with pytest.raises(er.CompileError, match=r"does not fit") as info:
-        er.compile(y, devices=er.cpu(2), fixed={"x": Partition.even((3, 3), (1, 1))})
+        er.compile(
+            y,
+            devices=er.cpu(2),
+            partitioner_options={"fixed": {"x": Partition.even((3, 3), (1, 1))}},
+        )
     assert "x" in str(info.value)
     with pytest.raises(er.CompileError, match=r"add up to 12"):
         er.compile(y, devices=er.cpu(2), chunks={"x": {0: (5, 5)}})
@@ -165,8 +169,14 @@ def test_unknown_partitioner_and_placer_names() -> None:
         er.compile(y, devices=er.cpu(2), partitioner="eindecmop")
     with pytest.raises(er.CompileError, match=r"unknown placer 'critcal-path'.*critical-path"):
         er.compile(y, devices=er.cpu(2), placer="critcal-path")
-    with pytest.raises(er.CompileError, match=r"unknown option 'sweeps'.*'data-parallel'"):
+    with pytest.raises(er.CompileError, match=r"unknown option 'sweeps'.*partitioner_options"):
         er.compile(y, devices=er.cpu(2), partitioner="data-parallel", sweeps=2)
+    with pytest.raises(er.CompileError, match=r"'data-parallel' has no option\(s\) \['sweeps'\]"):
+        er.compile(y, partitioner="data-parallel", partitioner_options={"sweeps": 2})
+    with pytest.raises(
+        er.CompileError, match=r"'search' has no option\(s\) \['budget'\].*budget_s"
+    ):
+        er.compile(y, placer="search", placer_options={"budget": 2})
     assert issubclass(er.CompileError, er.EinrelError)
 
 

@@ -1,5 +1,6 @@
 """einrel: write a model in extended einsum; einrel decomposes, places, plans memory and runs it."""
 
+from .decompose import partitioners
 from .devices import Devices, cpu, gpu, ray
 from .errors import (
     CompileError,
@@ -53,6 +54,7 @@ from .frontend.tensor import (
 from .frontend.tensor import slice_ as slice
 from .frontend.tensor import sum_ as sum
 from .ir.graph import Graph
+from .place import placers
 from .program import Plan, Program, Report, compile
 
 __version__ = "0.1.0"
@@ -101,6 +103,8 @@ __all__ = [
     "minimum",
     "mse",
     "ones",
+    "partitioners",
+    "placers",
     "ray",
     "relu",
     "reshape",

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from .decompose.partition import Partition
+from .decompose.partitioners import Partitioner
 from .devices import Devices, cpu, parse_bytes
 from .errors import CompileError, EinrelError
 from .frontend.reference import bind_feeds
 from .frontend.tensor import Tensor, build_graph
 from .ir.fuse import fuse_elementwise
 from .ir.graph import Graph
+from .place.placers import Placer
 from .progress import StepProgress
 from .taskgraph.build import build_tasks
 from .taskgraph.interpret import assemble_outputs
@@ -183,8 +185,8 @@ class Program:
 def compile(
     outputs: Tensor | Sequence[Tensor],
     devices: Devices | None = None,
-    partitioner: str = "eindecomp",
-    placer: str = "critical-path",
+    partitioner: str | Partitioner = "eindecomp",
+    placer: str | Placer = "critical-path",
     memory_limit: int | str | None = None,
     priority: str = "critical-path",
     chunks: Mapping[str, Any] | None = None,
@@ -197,11 +199,18 @@ def compile(
     fit_budget: bool = True,
     max_tasks: int = 20_000,
     progress: bool = True,
-    **options: Any,
+    partitioner_options: Mapping[str, Any] | None = None,
+    placer_options: Mapping[str, Any] | None = None,
+    **unknown: Any,
 ) -> Program:
     """Decompose, place and plan `outputs` for `devices` (default `er.cpu(1)`).
 
-    `fuse` folds elementwise einsums into their only consumer first (see `einrel.fuse`).
+    `partitioner` and `placer` are names ("eindecomp", "search", ...) or objects with their
+    options set (`er.partitioners.EinDecomp(sweeps=1)`, `er.placers.Search(budget_s=2)`);
+    `partitioner_options` / `placer_options` set options of a named one. `chunks` is shorthand
+    for the chunks partitioner. `cost_model` is the built-in model (default), a `CostModel`, a
+    path, or "calibrated". `fuse` folds elementwise einsums into their only consumer first (see
+    `einrel.ir.fuse`).
 
     With a memory budget (`memory_limit`, or `er.cpu(n, memory=...)`) the decomposition is
     first refined until every task's working set fits (`fit_budget=False` skips that), the
@@ -215,11 +224,16 @@ def compile(
     """
     with StepProgress("er.compile", enabled=progress) as bar:
         from .decompose import get_partitioner, plan_cost
-        from .place.registry import place
+        from .place.placers import get_placer, place
         from .taskgraph.cost import CostModel
 
         t0 = time.perf_counter()
-        _check_options(partitioner, chunks, options)
+        _check_unknown(unknown)
+        if chunks is not None:
+            partitioner_options = {**(partitioner_options or {}), "chunks": chunks}
+            partitioner = "chunks"
+        part = get_partitioner(partitioner, **(partitioner_options or {}))
+        where = get_placer(placer, **(placer_options or {}))
         outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
         if not outs:
             raise CompileError("compile needs at least one output tensor")
@@ -232,10 +246,8 @@ def compile(
         if fuse:
             graph = fuse_elementwise(graph)
         model = CostModel.resolve(cost_model)
-        if chunks is not None:
-            partitioner, options = "chunks", {**options, "chunks": chunks}
-        bar.step(f"decomposing {len(graph)} nodes ({partitioner})")
-        decomposition = get_partitioner(partitioner)(graph, devs.n, **options)
+        bar.step(f"decomposing {len(graph)} nodes ({part.name})")
+        decomposition = part(graph, devs.n)
         budget = devs.memory
         if budget is None and devs.kind == "gpu":
             from .runtime.gpu import default_budget
@@ -248,8 +260,8 @@ def compile(
                 graph, decomposition, devs.n, budget, max_tasks=max_tasks, on_round=bar.step
             )
         unplaced = build_tasks(graph, decomposition)
-        bar.step(f"placing {len(unplaced.tasks)} tasks ({placer})")
-        assignment = place(placer, unplaced, devs.n, model, seed=seed)
+        bar.step(f"placing {len(unplaced.tasks)} tasks ({where.name})")
+        assignment = place(where, unplaced, devs.n, model, seed=seed)
         placed = place_tasks(unplaced, assignment, devs.n)
         memgraph = None
         if budget is not None or devs.kind == "gpu":
@@ -264,8 +276,8 @@ def compile(
             dict(decomposition),
             placed,
             plan_cost(graph, decomposition),
-            partitioner,
-            placer,
+            part.name,
+            where.name,
             memgraph,
             time.perf_counter() - t0,
         )
@@ -280,29 +292,21 @@ def compile(
         return Program(outs, devs, plan, engine, model, priority)
 
 
-def _check_options(partitioner: str, chunks: Any, options: Mapping[str, Any]) -> None:
-    """Options that are neither compile's nor the partitioner's are misspellings: say so,
-    with the nearest name, before anything runs."""
+def _check_unknown(unknown: Mapping[str, Any]) -> None:
+    """A keyword compile does not have is a misspelling: say so, with the nearest name."""
     import difflib
     import inspect
 
-    from .decompose.registry import PARTITIONERS, options_of
-
-    name = "chunks" if chunks is not None else partitioner
-    fn = PARTITIONERS.get(name) if isinstance(name, str) else None
-    if fn is None:
-        return  # get_partitioner names the valid partitioners
-    mine = [p for p in inspect.signature(compile).parameters if p not in ("outputs", "options")]
-    theirs = [o for o in options_of(fn) if o != "chunks"]
-    for key in options:
-        if key in theirs:
-            continue
-        near = difflib.get_close_matches(key, [*mine, *theirs], n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise CompileError(
-            f"er.compile() got an unknown option {key!r}{hint}; its options are "
-            f"{', '.join(mine)}, and partitioner {name!r} also takes {', '.join(theirs) or 'none'}"
-        )
+    if not unknown:
+        return
+    mine = [p for p in inspect.signature(compile).parameters if p not in ("outputs", "unknown")]
+    key = sorted(unknown)[0]
+    near = difflib.get_close_matches(key, mine, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    raise CompileError(
+        f"er.compile() got an unknown option {key!r}{hint}; its options are {', '.join(mine)} "
+        "(options of a partitioner or placer go in partitioner_options / placer_options)"
+    )
 
 
 def _engine_kind(devs: Devices, memory: bool) -> str:

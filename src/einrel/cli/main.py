@@ -24,16 +24,16 @@ def main() -> None:
 
 def _check_names(partitioner: str, placer: str) -> None:
     """Unknown partitioner / placer names as usage errors, with the valid names."""
-    from ..decompose.registry import PARTITIONERS
-    from ..place.registry import placer_names
+    from ..decompose.partitioners import PARTITIONERS
+    from ..place.placers import PLACERS
 
     if partitioner not in PARTITIONERS:
         raise typer.BadParameter(
             f"{partitioner!r}: use one of {', '.join(PARTITIONERS)}", param_hint="--partitioner"
         )
-    if placer not in placer_names():
+    if placer not in PLACERS:
         raise typer.BadParameter(
-            f"{placer!r}: use one of {', '.join(placer_names())}", param_hint="--placer"
+            f"{placer!r}: use one of {', '.join(PLACERS)}", param_hint="--placer"
         )
 
 

@@ -77,9 +77,10 @@ def place_graph(
 ) -> None:
     """Place GRAPH and report the simulated makespan (cost units / 1e10) and the assignment."""
     from ..place.dag import lower_bound, single_device_makespan
+    from ..place.doppler.policy import cache_dir
     from ..place.graphfile import load_graph_file
-    from ..place.heuristics import get_placer
     from ..place.listsched import critical_path
+    from ..place.placers import get_placer
     from ..place.simulate import simulate
 
     try:
@@ -95,6 +96,8 @@ def place_graph(
             options["policy"] = policy
         if placer in ("search", "doppler+search"):
             options["budget_s"] = budget
+        if placer in ("doppler", "doppler+search"):
+            options["cache"] = cache_dir()  # the CLI keeps the policies it trains
         fn = get_placer(placer, **options)
         t0 = time.perf_counter()
         assignment = [int(d) for d in fn(g, devices, seed)]

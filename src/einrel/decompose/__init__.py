@@ -5,7 +5,7 @@ from __future__ import annotations
 from .cost import NodeCost, node_costs, plan_cost, repartition_cost, repartition_cost_approx
 from .eindecomp import eindecomp
 from .partition import PartDim, Partition, refinement
-from .registry import PARTITIONERS, get_partitioner
+from .partitioners import PARTITIONERS, get_partitioner
 
 __all__ = [
     "PARTITIONERS",

@@ -40,7 +40,7 @@ def _build(graph: Graph, parts: Sequence[Sequence[int]]) -> dict[int, Partition]
     return out
 
 
-def whole(graph: Graph, ndev: int, *, memory: int | None = None) -> dict[int, Partition]:
+def whole(graph: Graph, ndev: int) -> dict[int, Partition]:
     """Every node in one block."""
     check_ndev(ndev)
     return {n.id: Partition.whole(partition_shape(n)) for n in graph.nodes}
@@ -76,7 +76,7 @@ def batch_classes(graph: Graph, data: Sequence[str] | None = None) -> list[Slot]
 
 
 def data_parallel(
-    graph: Graph, ndev: int, *, data: Sequence[str] | None = None, memory: int | None = None
+    graph: Graph, ndev: int, *, data: Sequence[str] | None = None
 ) -> dict[int, Partition]:
     """Cut only the batch class; weights and their updates stay whole."""
     check_ndev(ndev)
@@ -104,7 +104,7 @@ def model_classes(graph: Graph, classes: Classes, data: Sequence[str] | None) ->
 
 
 def model_parallel(
-    graph: Graph, ndev: int, *, data: Sequence[str] | None = None, memory: int | None = None
+    graph: Graph, ndev: int, *, data: Sequence[str] | None = None
 ) -> dict[int, Partition]:
     """Cut the weights' output (head) classes everywhere they flow."""
     check_ndev(ndev)
@@ -135,7 +135,7 @@ def halve_largest(shape: Sequence[int], ndev: int) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def largest_dim(graph: Graph, ndev: int, *, memory: int | None = None) -> dict[int, Partition]:
+def largest_dim(graph: Graph, ndev: int) -> dict[int, Partition]:
     """Contractions cut by `halve_largest`; everything else inferred from its neighbours."""
     check_ndev(ndev)
     parts: dict[int, list[int]] = {}

@@ -93,7 +93,6 @@ def chunks_partitioner(
     ndev: int,
     *,
     chunks: Mapping[str, Any] | None = None,
-    memory: int | None = None,
 ) -> dict[int, Partition]:
     """Partitions from dask-style chunks on named inputs, spread along label classes."""
     check_ndev(ndev)

@@ -102,7 +102,6 @@ def eindecomp(
     sweeps: int = 4,
     seeds: Sequence[str] = ("data-parallel", "model-parallel", "largest-dim"),
     fixed: Mapping[Any, Partition] | None = None,
-    memory: int | None = None,
 ) -> dict[int, Partition]:
     """A partition per node that minimises modelled elements moved, over `space` with
     n = ndev · slots blocks.
@@ -112,8 +111,7 @@ def eindecomp(
     improvement (0 for none); `repartition`: the first passes' edge cost ("approx" is the
     paper's search estimate; improvement and the final choice use the exact cost);
     `input_discount`: divides the join replication of graph inputs and fills; `fixed`: pins
-    nodes (by id, or inputs by name) to a Partition. `memory` is accepted for the common
-    partitioner signature and not used.
+    nodes (by id, or inputs by name) to a Partition.
     """
     n = check_ndev(ndev) * _positive_int(slots, "slots")
     if order not in ORDERS:

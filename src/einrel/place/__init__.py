@@ -2,7 +2,7 @@
 
 from .dag import PlaceGraph
 from .graphfile import load_graph_file
-from .heuristics import PLACERS, get_placer
+from .placers import PLACERS, Placer, get_placer
 from .simulate import simulate
 
-__all__ = ["PLACERS", "PlaceGraph", "get_placer", "load_graph_file", "simulate"]
+__all__ = ["PLACERS", "PlaceGraph", "Placer", "get_placer", "load_graph_file", "simulate"]

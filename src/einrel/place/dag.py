@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import CompileError
 
@@ -17,12 +18,17 @@ class PlaceGraph:
 
     `preds`/`succs` are derived from `edges` (duplicates removed, ascending ids) and `topo` is a
     topological order (smallest ready id first), so simulators and placers never rebuild them.
+    `groups` and `origin` (not compared) say where the ops of an einrel task graph came from.
     """
 
     comp: tuple[float, ...]
     comm: tuple[float, ...]
     edges: tuple[Edge, ...]
     name: str = ""
+    # For graphs made from an einrel task graph: each op's graph node (its group), and the task
+    # graph with the task id of each op, for placers that read blocks.
+    groups: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+    origin: Any = field(default=None, repr=False, compare=False)
     preds: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
     succs: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
     topo: tuple[int, ...] = field(init=False, repr=False, compare=False)
@@ -132,7 +138,7 @@ def single_device_makespan(graph: PlaceGraph) -> float:
 def check_ndev(ndev: int) -> None:
     """Raise CompileError unless `ndev` is a positive int."""
     if not isinstance(ndev, int) or isinstance(ndev, bool) or ndev < 1:
-        raise CompileError(f"need a positive device count, got {ndev!r}")
+        raise CompileError(f"need a positive number of devices, got {ndev!r}")
 
 
 def lower_bound(graph: PlaceGraph, ndev: int) -> float:

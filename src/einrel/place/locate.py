@@ -1,6 +1,6 @@
-"""EinDecomp's location assignment (PAPERS §2.6) and round-robin, for einrel task graphs.
+"""EinDecomp's location assignment (PAPERS §2.6) for einrel task graphs.
 
-Both take an unplaced `TaskGraph` and return a device per task, for `place_tasks`.
+It takes an unplaced `TaskGraph` and returns a device per task, for `place_tasks`.
 
 `eindecomp_greedy` walks graph nodes in order. For one node it places each output block in
 turn: the block's partial join blocks are spread over an aligned power-of-two device range
@@ -44,20 +44,6 @@ def _leaf_devices(tg: TaskGraph, ndev: int) -> list[int]:
             b = count.get(t.node, 0)
             count[t.node] = b + 1
             out[t.id] = b % ndev
-    return out
-
-
-def round_robin(tg: TaskGraph, ndev: int, *, seed: int = 0) -> list[int]:
-    """The k-th task of every graph node on device k mod ndev, so equal partitions of
-    neighbouring nodes line up block for block. `seed` is unused (it is deterministic)."""
-    _check(tg, ndev)
-    out = _leaf_devices(tg, ndev)
-    count: dict[int, int] = {}
-    for t in tg.tasks:
-        if t.kind not in LEAVES:
-            k = count.get(t.node, 0)
-            count[t.node] = k + 1
-            out[t.id] = k % ndev
     return out
 
 

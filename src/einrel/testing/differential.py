@@ -96,7 +96,7 @@ class Options:
 def draw_options(ch: Choices, case: Case | None = None, ray: bool = False) -> Options:
     """Random options for `case`; the budget is a code resolved by `resolve_budget`. The
     chunks partitioner gets dask-style chunks for one input the case reads."""
-    from ..decompose.registry import PARTITIONERS
+    from ..decompose.partitioners import PARTITIONERS
 
     parts = [p for p in PARTITIONERS if p != "chunks" or case is not None]
     engine = "memory" if ray else ch.pick(ENGINES)

@@ -1,10 +1,11 @@
 """The "doppler" placer: greedy decoding of a trained policy, found or trained for the graph.
 
-`place(graph, ndev, seed, policy=None)`: with a policy (a path or a DopplerPolicy) it must have
-been trained for `ndev` devices; without one, the committed policy whose graph fingerprint and
-device count match is used, then one in the user cache, and failing both a short policy is
-trained (stages I and II, with a progress bar on stderr; makespans shown in the graph's units
-/ 1e10, or in ms for graphs costed in seconds) and cached for the next call.
+`policy_for(graph, ndev, policy=None, cache=None)`: with a policy (a path or a DopplerPolicy)
+it must have been trained for `ndev` devices; without one, the committed policy whose graph
+fingerprint and device count match is used, then one in the `cache` folder when one is named,
+and failing both a short policy is trained (stages I and II, with a progress bar on stderr;
+makespans shown in the graph's units / 1e10, or in ms for graphs costed in seconds) and kept in
+`cache` for the next call. `place.placers.Doppler` is the placer built on it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from ...errors import CompileError
 from ..dag import PlaceGraph, check_ndev
 from .features import fingerprint
-from .policy import DopplerPolicy, cache_dir, find_policy, load_policy, policy_filename
+from .policy import POLICY_DIR, DopplerPolicy, find_policy, load_policy, policy_filename
 from .train import RECIPES, TrainLog, train
 
 # Episodes of the policy trained on the fly for a graph without a stored one.
@@ -65,7 +66,7 @@ def policy_for(
     seed: int = 0,
     progress: bool = True,
     train_missing: bool = True,
-    cache: bool = True,
+    cache: str | Path | None = None,
 ) -> DopplerPolicy:
     """The policy to place `graph` on `ndev` devices with (see the module docstring)."""
     check_ndev(ndev)
@@ -75,7 +76,8 @@ def policy_for(
     if policy is not None:
         return load_policy(policy, ndev)
     fp = fingerprint(graph)
-    found = find_policy(fp, ndev)
+    dirs = [POLICY_DIR] + ([Path(cache)] if cache is not None else [])
+    found = find_policy(fp, ndev, dirs)
     if found is not None:
         return load_policy(found, ndev)
     if not train_missing:
@@ -84,18 +86,7 @@ def policy_for(
             f"train one with `einrel place train`"
         )
     pol, _ = train_policy(graph, ndev, seed=seed, progress=progress)
-    if cache:
+    if cache is not None:
         with contextlib.suppress(OSError):  # an unwritable cache only costs a retrain next time
-            pol.save(cache_dir() / policy_filename(graph.name, ndev, fp))
+            pol.save(Path(cache) / policy_filename(graph.name, ndev, fp))
     return pol
-
-
-def place(
-    graph: PlaceGraph,
-    ndev: int,
-    seed: int = 0,
-    *,
-    policy: str | Path | DopplerPolicy | None = None,
-) -> list[int]:
-    """Doppler's greedy assignment (SEL and PLC both argmax): a device per op."""
-    return policy_for(graph, ndev, policy=policy, seed=seed).place(graph, ndev)

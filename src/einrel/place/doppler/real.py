@@ -1,7 +1,7 @@
 """Stage III's cost oracle: einrel's own task graphs run on the local engine, wall time measured.
 
 A `RealTarget` is a workload decomposed for `ndev` devices: its unplaced task graph, the
-placement view of it (`einrel.place.registry.to_place_graph` under the cost model, the graph the
+placement view of it (`einrel.place.placers.to_place_graph` under the cost model, the graph the
 policies see) and bound feeds. `run(assignment)` maps the assignment back to tasks, inserts the
 moves (`einrel.taskgraph.place_tasks`), runs it on `LocalEngine(ndev)` and returns the wall time.
 """
@@ -76,7 +76,7 @@ def workload_target(
     from ...taskgraph.build import build_tasks
     from ...taskgraph.cost import CostModel
     from ...workloads import SIZES, get_workload
-    from ..registry import to_place_graph
+    from ..placers import to_place_graph
 
     m = SPEC.match(spec)
     if not m or not is_workload_spec(spec):
@@ -96,7 +96,8 @@ def workload_target(
     decomposition = get_partitioner(partitioner)(graph, ndev)
     tg = build_tasks(graph, decomposition)
     model = CostModel.default()
-    pg, ops = to_place_graph(tg, model)
+    pg = to_place_graph(tg, model)
+    ops = list(pg.origin[1])
     pg = PlaceGraph(pg.comp, pg.comm, pg.edges, name=f"{name}-{size}")
     inputs, variables = bind_feeds(graph, wl.make_feeds(seed))
     engine = LocalEngine(ndev, cost_model=model)
