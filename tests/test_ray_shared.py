@@ -88,3 +88,16 @@ def test_programs_share_the_device_actors(two_cpus: Any) -> None:
         check(c, outs_a, feeds_a)
     finally:
         c.close()
+
+
+def test_a_budget_on_ray_is_refused_and_memory_is_a_reservation(two_cpus: Any) -> None:
+    outs, feeds = mlp(2)
+    with pytest.raises(er.CompileError, match="Ray engine does not do"):
+        er.compile(outs, devices=er.ray(2), memory_limit="1MiB")
+    prog = er.compile(outs, devices=er.ray(2, memory="32MiB"))
+    try:
+        assert prog.plan.memgraph is None  # nothing planned that the actors would not run
+        check(prog, outs, feeds)
+        assert prog.simulate() > 0
+    finally:
+        prog.close()

@@ -241,6 +241,14 @@ def compile(
         if not isinstance(devs, Devices):
             raise CompileError(f"devices must be er.cpu(n), er.gpu(...) or er.ray(n), got {devs!r}")
         if memory_limit is not None:
+            if devs.kind == "ray":
+                raise CompileError(
+                    "memory_limit asks for a per-device budget with offload to host memory, "
+                    "which the Ray engine does not do (its actors hold every block they "
+                    "compute); er.ray(n, memory=...) reserves memory per actor in Ray's "
+                    "scheduler instead; for offload under a budget use er.cpu(n, memory=...) "
+                    "or er.gpu(...)"
+                )
             devs = devs.with_memory(parse_bytes(memory_limit, "memory_limit"))
         graph = build_graph(outs)
         if fuse:
@@ -248,7 +256,9 @@ def compile(
         model = CostModel.resolve(cost_model)
         bar.step(f"decomposing {len(graph)} nodes ({part.name})")
         decomposition = part(graph, devs.n)
-        budget = devs.memory
+        # On Ray, `memory` is a reservation per actor (Ray's `memory` resource), not a budget
+        # the plan must keep to: no refinement and no memory plan, so nothing is dropped.
+        budget = devs.memory if devs.kind != "ray" else None
         if budget is None and devs.kind == "gpu":
             from .runtime.gpu import default_budget
 

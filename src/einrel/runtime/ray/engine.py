@@ -367,9 +367,11 @@ class RayEngine:
         a kernel fails or an actor dies."""
         if not self.actors:
             raise ExecutionError("this Ray engine is closed")
-        # A memory-planned program hands over its MemGraph: the actors run its task graph (the
-        # budget is reserved per actor as Ray memory; offload is not done on actors).
-        tg = getattr(tg, "taskgraph", tg)
+        if not isinstance(tg, TaskGraph):
+            raise ExecutionError(
+                "the Ray engine runs placed task graphs; a memory plan (offload under a budget) "
+                "is for the memory engine"
+            )
         self._refresh()
         self._revive()
         key, _, parts = self.plan(tg)
