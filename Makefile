@@ -20,6 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 # The differential harness on many random graphs (FUZZ_EXAMPLES of them, default 50000).

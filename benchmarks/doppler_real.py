@@ -5,7 +5,7 @@ The workload is decomposed with EinDecomp for N devices; its placement view (mod
 per task and per transfer, `einrel.place.placers.to_place_graph`) is what every placer sees.
 Doppler trains stages I and II on the simulator, then stage III with the LocalEngine's measured
 wall time as the cost (its recipe first picks, side by side, how many of the devices to place on,
-and rematches its best checkpoint against its start; `einrel.place.doppler.train`). Every
+and rematches its best checkpoint against its start; `einrel.place.doppler.trainer`). Every
 placement is then run `--repeats` times, interleaved (one run of each placement per round, after
 one warm-up round), and the median wall time is reported.
 
@@ -30,7 +30,7 @@ from einrel.place.dag import lower_bound, single_device_makespan
 from einrel.place.doppler import DopplerPolicy, load_policy, train
 from einrel.place.doppler.policy import cache_dir, policy_filename
 from einrel.place.doppler.real import workload_target
-from einrel.place.doppler.train import RECIPES
+from einrel.place.doppler.recipes import RECIPES
 from einrel.place.placers import get_placer
 from einrel.place.simulate import make_simulator
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from einrel.decompose.partition import Partition
 from einrel.decompose.partitioners import PARTITIONERS
 from einrel.taskgraph.execute import RULES
 from einrel.workloads import get_workload
+from helpers import run_with_deadline
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "matmul_chain": {},
@@ -183,25 +183,6 @@ def test_unknown_partitioner_and_placer_names() -> None:
 # ---------------------------------------------------------------------------------------------
 # A kernel failing inside a worker
 # ---------------------------------------------------------------------------------------------
-
-
-def run_with_deadline(fn: Callable[[], Any], seconds: float) -> Any:
-    """Run fn in a thread; fail instead of hanging the suite if it never returns."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    th.join(seconds)
-    assert not th.is_alive(), f"run did not return within {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 @pytest.mark.parametrize("ndev", [1, 2, 4])

@@ -6,6 +6,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from .errors import CompileError
 
@@ -55,6 +56,9 @@ def parse_bytes(value: int | float | str | None, what: str = "memory") -> int | 
     return n
 
 
+DeviceKind = Literal["cpu", "gpu", "ray"]
+
+
 @dataclass(frozen=True)
 class Devices:
     """`n` devices of one kind; `memory` is the per-device budget in bytes (None: unlimited).
@@ -63,7 +67,7 @@ class Devices:
     tier); "gpu": CUDA devices; "ray": one pinned Ray actor per device.
     """
 
-    kind: str
+    kind: DeviceKind
     n: int
     memory: int | None = None
     address: str | None = None

@@ -161,10 +161,11 @@ class Program:
             return simulate_memory(
                 self.plan.memgraph, self.priority, cost_model=self.cost_model
             ).makespan_s
+        from .runtime.core import task_priority
         from .runtime.sim import SimEngine
 
         return (
-            SimEngine(self.plan.tasks.ndev, self.cost_model, priority=self.priority)
+            SimEngine(self.plan.tasks.ndev, self.cost_model, priority=task_priority(self.priority))
             .simulate(self.plan.tasks, trace=False)
             .makespan_s
         )
@@ -347,8 +348,8 @@ def _check_engine(kind: str, priority: Any, options: Mapping[str, Any]) -> None:
     """An unknown priority or engine option fails now, naming what the engine accepts."""
     import inspect
 
-    from .runtime.core import PRIORITIES as CORE
-    from .runtime.mem.schedule import PRIORITIES as MEMORY
+    from .runtime.core import TASK_PRIORITIES as CORE
+    from .runtime.mem.schedule import MEM_PRIORITIES as MEMORY
 
     valid = MEMORY if kind in ("memory", "gpu") else CORE
     if isinstance(priority, str) and priority not in valid:
@@ -378,9 +379,10 @@ def _engine(
 
         return MemEngine(devs.n, priority=priority, cost_model=model, **options)
     if devs.kind == "cpu":
+        from .runtime.core import task_priority
         from .runtime.local import LocalEngine
 
-        return LocalEngine(devs.n, priority=priority, cost_model=model)
+        return LocalEngine(devs.n, priority=task_priority(priority), cost_model=model)
     if devs.kind == "gpu":
         from .runtime.backends.torch_arenas import cuda_available
         from .runtime.gpu import GpuEngine
@@ -393,7 +395,8 @@ def _engine(
             )
         return GpuEngine(devs, priority=priority, cost_model=model, **opts)
     if devs.kind == "ray":
+        from .runtime.core import task_priority
         from .runtime.ray.engine import RayEngine
 
-        return RayEngine(devs, priority=priority, cost_model=model, **options)
+        return RayEngine(devs, priority=task_priority(priority), cost_model=model, **options)
     raise EinrelError(f"unknown device kind {devs.kind!r}")

@@ -94,13 +94,29 @@ def demo(
         _positive(devices, "--devices")
         _positive(runs, "--runs")
         _check_names(partitioner, placer)
-        common = dict(devices=devices, partitioner=partitioner, placer=placer, runs=runs, seed=seed)
         if engine == "ray":
             from ..demos.ray import ray_demo
 
-            code = ray_demo(size, dtype=dtype or "float32", **common)
+            code = ray_demo(
+                size,
+                devices=devices,
+                partitioner=partitioner,
+                placer=placer,
+                dtype=dtype or "float32",
+                runs=runs,
+                seed=seed,
+            )
         else:
-            code = run(size, dtype=dtype or "float32", trace=trace or None, **common)
+            code = run(
+                size,
+                devices=devices,
+                partitioner=partitioner,
+                placer=placer,
+                dtype=dtype or "float32",
+                runs=runs,
+                trace=trace or None,
+                seed=seed,
+            )
     if code:
         raise typer.Exit(code)
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from ..errors import CompileError, EinrelError
+
+if TYPE_CHECKING:
+    from typer._click import Context  # the click that typer vendors and its commands run on
 
 UNIT = 1e10  # Doppler's tools report makespans in cost units / 1e10
 
@@ -27,7 +29,7 @@ UNIT = 1e10  # Doppler's tools report makespans in cost units / 1e10
 class _GraphIsDefault(TyperGroup):
     """Treat `einrel place GRAPH ...` as `einrel place graph GRAPH ...`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["graph", *args]
         return super().parse_args(ctx, args)
@@ -209,7 +211,7 @@ def train_policy(
 ) -> None:
     """Train a Doppler policy on one or more graphs for one stage and save it."""
     try:
-        from ..place.doppler.train import get_recipe
+        from ..place.doppler.recipes import get_recipe
 
         given = {
             "lr": lr,
@@ -268,7 +270,7 @@ def _train(
 ) -> tuple[Path, dict[str, Any]]:
     from ..place.doppler.policy import DopplerPolicy, cache_dir, load_policy, policy_filename
     from ..place.doppler.real import is_workload_spec, workload_target
-    from ..place.doppler.train import train
+    from ..place.doppler.trainer import train
     from ..place.graphfile import load_graph_file
 
     if ndev < 1:

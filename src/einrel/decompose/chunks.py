@@ -80,12 +80,12 @@ def input_bounds(node: GNode, spec: Any, ndev: int) -> tuple[Bounds, ...]:
             left = max(1, left // (len(b) - 1))
     out: list[Bounds] = []
     for d, b in enumerate(dims):
-        if b == AUTO:
+        if isinstance(b, str):  # AUTO
             parts = min(left, node.shape[d])
             left //= parts
             b = even_bounds(node.shape[d], parts)
-        out.append(b)  # type: ignore[arg-type]
-    return tuple(out)  # type: ignore[return-value]
+        out.append(b)
+    return tuple(out)
 
 
 def chunks_partitioner(

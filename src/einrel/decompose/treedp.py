@@ -78,6 +78,7 @@ class TreeSearch:
     def node_space(self, v: int) -> NodeSpace:
         node = self.graph[v]
         grids: list[Grid] | None = None
+        key: tuple[object, ...]  # what, besides the node, the candidate space depends on
         if v in self.fixed:
             grids, key = [self.fixed[v]], ("fixed", self.fixed[v])
         elif is_whole_reshape(self.graph, node):

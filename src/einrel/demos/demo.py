@@ -285,11 +285,11 @@ def print_pipeline(res: PipelineResult, console: Console | None = None) -> None:
     res.program.explain(console)
     for f in res.files:
         console.print(f"wrote {f}")
-    e, t = statistics.median(res.einrel_s), statistics.median(res.torch_s)
+    einrel_s, torch_s = statistics.median(res.einrel_s), statistics.median(res.torch_s)
     faster = "faster" if res.speedup >= 1 else "slower"
     console.print(
-        f"step time (median of {len(res.einrel_s)}): einrel {e:.3f} s on "
-        f"er.cpu({res.program.device_set.n}), torch {t:.3f} s in one process "
+        f"step time (median of {len(res.einrel_s)}): einrel {einrel_s:.3f} s on "
+        f"er.cpu({res.program.device_set.n}), torch {torch_s:.3f} s in one process "
         f"-> einrel is {max(res.speedup, 1 / res.speedup):.2f}x {faster} "
         f"(speed relative to torch: {res.speedup:.2f})"
     )

@@ -67,8 +67,8 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor]) -> list[Tensor]:
                 pending.setdefault(id(n.inputs[k]), []).append(contribution)
     out = []
     for t in targets:
-        g = done.get(id(t.node))
-        out.append(F.zeros(t.shape, t.dtype) if g is None else _as_tensor(g, t.node))
+        ct = done.get(id(t.node))
+        out.append(F.zeros(t.shape, t.dtype) if ct is None else _as_tensor(ct, t.node))
     return out
 
 
@@ -80,7 +80,7 @@ def _sum(parts: list[Cotangent], n: Node) -> Cotangent:
     if len(parts) == 1:
         return parts[0]
     if all(not isinstance(p, Tensor) for p in parts):
-        return float(sum(parts))  # type: ignore[arg-type]
+        return float(sum(p for p in parts if not isinstance(p, Tensor)))
     labels = "abcdefghijklmnopqrstuvwxyz"[: len(n.shape)]
     tensors = [_as_tensor(p, n) for p in parts]
     join = S.hole(0)
@@ -100,7 +100,8 @@ def _vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
     if n.op == "slice":
         return [(0, _pad(gt, n.attrs.starts, n.inputs[0].shape))]
     if n.op == "concat":
-        ax, off, out = n.attrs.axis, 0, []
+        ax, off = n.attrs.axis, 0
+        out: list[tuple[int, Cotangent]] = []
         for k, x in enumerate(n.inputs):
             starts = [0] * len(n.shape)
             stops = list(n.shape)

@@ -124,7 +124,6 @@ def _unaliased(a: np.ndarray, feeds: Sequence[np.ndarray]) -> np.ndarray:
 
 def evaluate(outputs: Tensor | Sequence[Tensor], feeds: Mapping[str, Any]) -> Any:
     """`er.evaluate([a, b], feeds)` -> [array, array]; a single Tensor gives a single array."""
-    single = isinstance(outputs, Tensor)
-    outs = [outputs] if single else list(outputs)
-    res = interpret(build_graph(outs), feeds)
-    return res[0] if single else res
+    if isinstance(outputs, Tensor):
+        return interpret(build_graph([outputs]), feeds)[0]
+    return interpret(build_graph(list(outputs)), feeds)

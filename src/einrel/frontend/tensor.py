@@ -168,8 +168,10 @@ def build_graph(outputs: Iterable[Tensor]) -> Graph:
     names: dict[str, int] = {}
     nodes: list[GNode] = []
     for i, node in enumerate(order):
-        name = node.name if node.op == "input" else f"%{i}"
+        name = f"%{i}"
         if node.op == "input":
+            assert node.name is not None, node  # er.input always names its node
+            name = node.name
             if name in names:
                 raise EinrelError(
                     f"two different graph inputs are both named {name!r}; input names must be "
@@ -384,8 +386,8 @@ def astype(x: Tensor, dtype: str) -> Tensor:
 def _axes(x: Tensor, axis: int | Sequence[int] | None, what: str) -> list[int]:
     if axis is None:
         return list(range(x.ndim))
-    axes = [axis] if isinstance(axis, numbers.Integral) else list(axis)
-    out = []
+    axes = [axis] if isinstance(axis, int | numbers.Integral) else list(axis)
+    out: list[int] = []
     for a in axes:
         if not isinstance(a, numbers.Integral) or not -x.ndim <= a < x.ndim:
             raise ShapeError(f"{what}: axis {a!r} out of range for shape {x.shape}")

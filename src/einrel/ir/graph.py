@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..errors import ShapeError
 from .einsum import Einsum
@@ -25,7 +25,8 @@ DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16"}
 
 
-OPS = ("input", "fill", "einsum", "slice", "concat", "reshape")
+Op = Literal["input", "fill", "einsum", "slice", "concat", "reshape"]
+OPS: tuple[Op, ...] = get_args(Op)
 
 
 def check_dtype(dtype: Any, where: str) -> str:
@@ -96,7 +97,7 @@ class Reshape:
 class Node:
     """One operation in the lazy DAG; identity is object identity."""
 
-    op: str
+    op: Op
     inputs: tuple[Node, ...]
     shape: tuple[int, ...]
     dtype: str
@@ -110,7 +111,7 @@ class GNode:
     """A graph node: `inputs` are ids of earlier nodes (ids are a topological order)."""
 
     id: int
-    op: str
+    op: Op
     inputs: tuple[int, ...]
     shape: tuple[int, ...]
     dtype: str
@@ -134,7 +135,9 @@ class Graph:
 
     nodes: tuple[GNode, ...]
     outputs: tuple[int, ...]
-    _consumers: dict[int, tuple[int, ...]] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _consumers: dict[int, tuple[int, ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )  # set by __post_init__
 
     def __post_init__(self) -> None:
         cons: dict[int, list[int]] = {n.id: [] for n in self.nodes}

@@ -188,6 +188,7 @@ def contract2(
     else:
         res = np.matmul(am, bm, out=into)
     if into is not None and res is into:
+        assert dst is not None  # into is a view of dst
         return dst
     res = res.reshape([dims[c] for c in batch + left + right])
     if order != out:
@@ -207,7 +208,7 @@ TORCH_SGEMM_MIN = 1 << 18  # m·k·n
 
 def _blas_threads() -> int:
     """OpenBLAS's current thread count: the engines set it per run to cores // devices."""
-    ctl = getattr(_blas_threads, "ctl", None)
+    ctl: Any = getattr(_blas_threads, "ctl", None)  # a threadpoolctl controller, False: none
     if ctl is None:
         from threadpoolctl import ThreadpoolController
 

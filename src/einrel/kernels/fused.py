@@ -268,6 +268,7 @@ def _fused(
             for lo in range(0, n, step):
                 hi = min(n, lo + step)
                 part = slice(lo, hi)
+                region: tuple[int | slice, ...] = (*idx, part)
                 for i, v in enumerate(views):
                     key = tuple(x if b else 0 for x, b in zip(idx, lead[i]))
                     vals[i] = v[(*key, part if cut[i] else slice(None))]
@@ -280,7 +281,7 @@ def _fused(
                         ]
                     bufs = tail
                 if agg is None:
-                    _run(f, vals, out[(*idx, part)], bufs)
+                    _run(f, vals, out[region], bufs)
                     continue
                 if scratch is None:  # the join is an input (or a constant): reduce it directly
                     src = np.broadcast_to(vals[f.result], (hi - lo, *chunk[1:]))
@@ -289,12 +290,14 @@ def _fused(
                     _run(f, vals, src, bufs)
                 assert ufunc is not None
                 if ax < nout:
-                    ufunc.reduce(src, axis=raxes, out=out[(*idx, part)])
+                    ufunc.reduce(src, axis=raxes, out=out[region])
                     continue
                 # each piece reduces to one partial per output element; the partials are
                 # combined at the end in one reduction (pairwise for sums)
-                piece = np.ravel_multi_index((*idx[nout:], lo // step), pieces)
+                assert partials is not None  # allocated whenever agg is set and ax >= nout
+                piece = int(np.ravel_multi_index((*idx[nout:], lo // step), pieces))
                 partials[(*idx[:nout], piece)] = ufunc.reduce(src, axis=raxes)
     if partials is not None:
+        assert ufunc is not None
         ufunc.reduce(partials, axis=-1, out=out)
     return out

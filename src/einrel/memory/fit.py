@@ -190,7 +190,7 @@ class _Fitter:
 
     def fix(self, t: Task, tg: TaskGraph, done: set[int]) -> bool:
         """Shrink the largest block task t holds; try the next largest when that cannot be."""
-        blocks = [(self.nbytes(t), 0, t, None)]
+        blocks: list[tuple[int, int, Task, Task | None]] = [(self.nbytes(t), 0, t, None)]
         blocks += [(self.nbytes(tg.tasks[i]), 1, tg.tasks[i], t) for i in dict.fromkeys(t.inputs)]
         blocks.sort(key=lambda x: (-x[0], x[1]))
         if t.kind == "apply" and t.node not in done and self.split_einsum_for(t.node, t, tg):

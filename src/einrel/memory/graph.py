@@ -10,12 +10,13 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..errors import CompileError
 from ..taskgraph.ir import TaskGraph
 
-KINDS = ("alloc", "free", "evict", "load", "compute", "touch", "done")
+NodeKind = Literal["alloc", "free", "evict", "load", "compute", "touch", "done"]
+KINDS: tuple[NodeKind, ...] = get_args(NodeKind)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class MemNode:
     """
 
     id: int
-    kind: str
+    kind: NodeKind
     device: int
     block: int
     deps: tuple[int, ...]

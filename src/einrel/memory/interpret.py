@@ -54,20 +54,34 @@ class ArenaMachine:
         raw = self.arenas[r.device][r.offset : r.offset + t.nbytes]
         return raw.view(kernels.storage_dtype(t.dtype)).reshape(t.shape)
 
+    @staticmethod
+    def who(n: MemNode) -> str:
+        """How messages name node n."""
+        return f"memory node n{n.id} ({n.kind} t{n.block})"
+
     def fail(self, n: MemNode, msg: str) -> None:
-        raise MemorySafetyError(f"memory node n{n.id} ({n.kind} t{n.block}): {msg}")
+        raise MemorySafetyError(f"{self.who(n)}: {msg}")
 
     def resident(self, n: MemNode, block: int, r: Region | None, valid: bool = True) -> Region:
-        """Check that `block` is live in region r (and holds data when `valid`)."""
+        """Check that `block` is live in region r (and holds data when `valid`) for node n."""
+        return self.check_live(self.who(n), block, r, valid)
+
+    def check_live(self, who: str, block: int, r: Region | None, valid: bool = True) -> Region:
+        """Check that `block` is live in region r (and holds data when `valid`); a broken rule
+        raises a MemorySafetyError naming `who`."""
         assert r is not None
         spans = self.spans[r.device]
         if (r.offset, r.end, block) not in spans:
             k = bisect.bisect_right(spans, (r.offset, math.inf, math.inf)) - 1
             there = f"t{spans[k][2]} lives at [{spans[k][0]},{spans[k][1]})" if k >= 0 else ""
             how = self.gone.get(block, "not allocated")
-            self.fail(n, f"uses t{block} at {r}, but that block is {how} ({there or 'free'})")
+            raise MemorySafetyError(
+                f"{who}: uses t{block} at {r}, but that block is {how} ({there or 'free'})"
+            )
         if valid and (r.device, r.offset, block) not in self.valid:
-            self.fail(n, f"reads t{block} at {r} before anything was written there")
+            raise MemorySafetyError(
+                f"{who}: reads t{block} at {r} before anything was written there"
+            )
         return r
 
     # --- node kinds --------------------------------------------------------------------------
@@ -155,8 +169,8 @@ class ArenaMachine:
                     raise MemorySafetyError(f"output t{o.block} is not on host at the end")
                 values[o.block] = self.host[o.block]
             else:
-                probe = MemNode(-1, "output", o.device, o.block, ())
-                values[o.block] = self.view(o.block, self.resident(probe, o.block, o.region))
+                r = self.check_live(f"output t{o.block}", o.block, o.region)
+                values[o.block] = self.view(o.block, r)
         return assemble_outputs(self.mg.taskgraph, values)
 
 

@@ -11,14 +11,14 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..errors import CompileError, MemoryBudgetError
 from ..taskgraph.ir import TaskGraph
 from .allocator import ALIGNMENT, Allocator, aligned
-from .graph import MemGraph, MemNode, MemStats, OutputPlace, Region
+from .graph import MemGraph, MemNode, MemStats, NodeKind, OutputPlace, Region
 
 STRATEGIES = ("lowest-dependency", "first-fit")
 NEVER = math.inf  # the next use of a block that is only kept as a graph output
@@ -163,7 +163,7 @@ class _Planner:
     def region(self, b: int) -> Region:
         return Region(self.dev(b), self.where[b], self.size(b))
 
-    def emit(self, kind: str, device: int, block: int, deps: Any, **kw: Any) -> int:
+    def emit(self, kind: NodeKind, device: int, block: int, deps: Any, **kw: Any) -> int:
         i = len(self.nodes)
         clean = tuple(sorted({d for d in deps if d >= 0}))
         self.nodes.append(MemNode(i, kind, device, block, clean, **kw))
@@ -174,7 +174,7 @@ class _Planner:
         return q[0] if q else NEVER
 
     # --- releasing memory --------------------------------------------------------------------
-    def release(self, b: int, kind: str) -> None:
+    def release(self, b: int, kind: Literal["evict", "free"]) -> None:
         d, r = self.dev(b), self.region(b)
         n = self.emit(kind, d, b, self.users.pop(b), region=r)
         self.arenas[d].release(r.offset, r.size, n)

@@ -2,26 +2,28 @@
 
 from ..taskgraph.cost import CostModel, default_path
 from .calibrate import calibrate, calibrate_and_save
-from .core import PRIORITIES, Core, Event, Plan, make_plan, remaining_path
-from .local import LocalEngine, RunResult
+from .core import TASK_PRIORITIES, Core, Event, TaskSchedule, make_task_schedule, remaining_path
+from .engine import Engine, RunResult
+from .local import LocalEngine
 from .sim import SimEngine, SimResult
 from .trace import chrome_trace, write_chrome_trace, write_gantt
 
 __all__ = [
-    "PRIORITIES",
+    "TASK_PRIORITIES",
     "Core",
     "CostModel",
+    "Engine",
     "Event",
     "LocalEngine",
-    "Plan",
     "RunResult",
     "SimEngine",
     "SimResult",
+    "TaskSchedule",
     "calibrate",
     "calibrate_and_save",
     "chrome_trace",
     "default_path",
-    "make_plan",
+    "make_task_schedule",
     "remaining_path",
     "write_chrome_trace",
     "write_gantt",

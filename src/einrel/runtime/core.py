@@ -26,20 +26,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from heapq import heappop, heappush
+from typing import Literal, cast, get_args
 
 from ..errors import CompileError
 from ..taskgraph.cost import CostModel
 from ..taskgraph.ir import Task, TaskGraph
 
-PRIORITIES = ("critical-path", "fifo", "bfs", "dfs", "given")
+TaskPriority = Literal["critical-path", "fifo", "bfs", "dfs", "given"]
+TASK_PRIORITIES: tuple[TaskPriority, ...] = get_args(TaskPriority)
 
 # (task, device, worker, start, end); worker is -1 for moves (they run on a transfer channel).
 Event = tuple[int, int, int, float, float]
-Priority = str | Sequence[float]
+Priority = TaskPriority | Sequence[float]  # a name, or an explicit key per task
+
+
+def task_priority(name: str) -> TaskPriority:
+    """`name` as a task priority; a CompileError lists the valid names when it is not one."""
+    if name not in TASK_PRIORITIES:
+        raise CompileError(f"unknown priority {name!r}; expected one of {TASK_PRIORITIES}")
+    return cast(TaskPriority, name)
 
 
 @dataclass(frozen=True)
-class Plan:
+class TaskSchedule:
     """Per-task arrays derived once from a placed task graph (indexed by task id)."""
 
     ntasks: int
@@ -72,12 +81,12 @@ def remaining_path(tg: TaskGraph, seconds: Callable[[Task], float]) -> list[floa
     return rank
 
 
-def make_plan(
+def make_task_schedule(
     tg: TaskGraph,
     ndev: int,
     priority: Priority = "critical-path",
     seconds: Callable[[Task], float] | None = None,
-) -> Plan:
+) -> TaskSchedule:
     """Check that `tg` is placed on at most `ndev` devices and derive what the core needs;
     `seconds` (default: the default cost model) sizes tasks for the critical path."""
     check_placed(tg, ndev)
@@ -86,23 +95,22 @@ def make_plan(
     inputs = tuple(tuple(dict.fromkeys(t.inputs)) for t in tasks)
     order = 0
     if isinstance(priority, str):
-        if priority not in PRIORITIES:
-            raise CompileError(f"unknown priority {priority!r}; expected one of {PRIORITIES}")
-        if priority == "critical-path":
+        name = task_priority(priority)
+        if name == "critical-path":
             cost = seconds if seconds is not None else CostModel.default().task_seconds
             key = [-r for r in remaining_path(tg, cost)]
-        elif priority == "bfs":
+        elif name == "bfs":
             key = _levels(inputs)
         else:
             key = [float(t) for t in range(n)]
-            order = {"fifo": 1, "dfs": -1}.get(priority, 0)
+            order = {"fifo": 1, "dfs": -1}.get(name, 0)
     else:
         key = [float(k) for k in priority]
         if len(key) != n:
             raise CompileError(f"priority gives {len(key)} keys for {n} tasks")
     outs = {t for blocks in tg.outputs for t, _ in blocks}
     is_move = tuple(t.kind == "move" for t in tasks)
-    return Plan(
+    return TaskSchedule(
         ntasks=n,
         ndev=ndev,
         device=tuple(t.device for t in tasks),
@@ -125,7 +133,7 @@ class Core:
 
     def __init__(
         self,
-        plan: Plan,
+        plan: TaskSchedule,
         workers_per_device: int = 1,
         max_running: int | None = None,
         record: bool = True,

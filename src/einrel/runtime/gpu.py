@@ -81,7 +81,7 @@ class GpuEngine(MemEngine):
         self.device = kind
         self._planned: tuple[TaskGraph, MemGraph] | None = None
 
-    def run(  # type: ignore[override]
+    def run(
         self,
         mg: MemGraph | TaskGraph,
         inputs: Mapping[int, np.ndarray],

@@ -16,7 +16,6 @@ Times in the event log are the driver's clock: a task's start is its dispatch.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,24 +25,11 @@ from ..errors import ExecutionError
 from ..taskgraph.cost import CostModel
 from ..taskgraph.interpret import run_task
 from ..taskgraph.ir import Task, TaskGraph
-from .core import Core, Event, Plan, Priority, make_plan
+from .core import Core, Priority, TaskSchedule, make_task_schedule
 from .driver import ThreadDriver, WorkBase
+from .engine import RunResult
 
 Runner = Callable[[Task, Sequence[np.ndarray], Mapping[int, np.ndarray], Mapping[str, float]], Any]
-
-
-@dataclass
-class RunResult:
-    """What one run produced and cost. `values` holds the blocks listed in `tg.outputs`
-    (`assemble_outputs(tg, result.values)` tiles them); `events` is empty unless traced."""
-
-    values: dict[int, np.ndarray]
-    wall_time_s: float
-    peak_bytes: dict[int, int]
-    bytes_moved: int
-    bytes_offloaded: int = 0
-    busy_s: dict[int, float] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
 
 
 class _TaskRun(WorkBase):
@@ -111,14 +97,14 @@ class LocalEngine:
         self.max_running = max_running if max_running is not None else ncores
         self.blas_threads = max(1, ncores // (ndev * workers_per_device))
         self.runner: Runner = runner if runner is not None else run_task
-        self._plan: tuple[TaskGraph, Priority, CostModel, Plan] | None = None
+        self._plan: tuple[TaskGraph, Priority, CostModel, TaskSchedule] | None = None
         self._blas: Any = None
 
-    def plan(self, tg: TaskGraph) -> Plan:
+    def plan(self, tg: TaskGraph) -> TaskSchedule:
         """The core's view of `tg`, kept for the last graph so repeated runs skip the work."""
         c = self._plan
         if c is None or c[0] is not tg or c[1] != self.priority or c[2] != self.cost_model:
-            plan = make_plan(tg, self.ndev, self.priority, self.cost_model.task_seconds)
+            plan = make_task_schedule(tg, self.ndev, self.priority, self.cost_model.task_seconds)
             c = self._plan = (tg, self.priority, self.cost_model, plan)
         return c[3]
 

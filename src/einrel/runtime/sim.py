@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from ..errors import ExecutionError
 from ..taskgraph.cost import CostModel
 from ..taskgraph.ir import Task, TaskGraph
-from .core import Core, Event, Plan, Priority, make_plan
+from .core import Core, Event, Priority, TaskSchedule, make_task_schedule
 
 
 @dataclass
@@ -57,8 +57,8 @@ class SimEngine:
         self.max_running = max_running
         self.durations = durations if durations is not None else self.cost_model.task_seconds
 
-    def plan(self, tg: TaskGraph) -> Plan:
-        return make_plan(tg, self.ndev, self.priority, self.durations)
+    def plan(self, tg: TaskGraph) -> TaskSchedule:
+        return make_task_schedule(tg, self.ndev, self.priority, self.durations)
 
     def simulate(self, tg: TaskGraph, trace: bool = True) -> SimResult:
         plan = self.plan(tg)

@@ -25,7 +25,7 @@ from ..decompose.usage import squeeze_map
 from ..errors import CompileError
 from ..ir.einsum import Einsum
 from ..ir.graph import Graph
-from .ir import Piece, Task, TaskGraph
+from .ir import Piece, Task, TaskGraph, TaskKind
 
 
 def output_partition(graph: Graph, decomposition: Mapping[int, Partition], i: int) -> Partition:
@@ -49,7 +49,7 @@ class _Builder:
 
     def add(
         self,
-        kind: str,
+        kind: TaskKind,
         node: int,
         inputs: Sequence[int],
         shape: Sequence[int],

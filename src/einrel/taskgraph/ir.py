@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..errors import CompileError
 from ..ir.graph import DTYPE_BYTES, Graph
 
-KINDS = ("input", "fill", "apply", "agg", "assemble", "reshape", "move")
+TaskKind = Literal["input", "fill", "apply", "agg", "assemble", "reshape", "move"]
+KINDS: tuple[TaskKind, ...] = get_args(TaskKind)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Task:
     (agg), the pieces (assemble) or None; `offset` places input/fill blocks in their tensor."""
 
     id: int
-    kind: str
+    kind: TaskKind
     node: int
     inputs: tuple[int, ...]
     shape: tuple[int, ...]

@@ -402,9 +402,10 @@ def _einsum(b: _Builder) -> None:
             if shared and b.ch.coin(0.6):
                 c = b.ch.pick(shared)
             else:
-                c = next(fresh, None)
-                if c is None:
+                label = next(fresh, None)
+                if label is None:
                     return
+                c = label
                 size[c] = n
             labs += c
         labels.append(labs)
@@ -412,10 +413,10 @@ def _einsum(b: _Builder) -> None:
     out = b.ch.sample(used, b.ch.integer(0, min(3, len(used))))
     sizes = {}
     if b.ch.coin(0.15):
-        c = next(fresh, None)
-        if c is not None:
-            sizes[c] = b.ch.pick(DIMS)
-            out.insert(b.ch.integer(0, len(out)), c)
+        extra = next(fresh, None)
+        if extra is not None:
+            sizes[extra] = b.ch.pick(DIMS)
+            out.insert(b.ch.integer(0, len(out)), extra)
     dropped = [c for c in used if c not in out]
     k = math.prod(size[c] for c in dropped)
     join_src, join_bound, limit = None, None, SQUASH

@@ -334,6 +334,7 @@ def check_blocks(ref: Reference, ch: Choices) -> None:
         random_linear_extension,
     )
     from ..memory.order import reorder
+    from ..runtime.core import task_priority
     from ..runtime.local import LocalEngine
     from ..runtime.mem.engine import MemEngine
     from ..taskgraph.build import build_tasks
@@ -363,7 +364,7 @@ def check_blocks(ref: Reference, ch: Choices) -> None:
         k = ch.integer(0, 4)
         budgets.append(None if k == 4 else lo + (max(lo, hi) - lo) * k // 3)
     strategy = ch.pick(STRATEGIES)
-    priority = ch.pick(PRIORITIES["local"])
+    priority = task_priority(ch.pick(PRIORITIES["local"]))
     mpriority = ch.pick(PRIORITIES["memory"])
     workers = ch.integer(1, 2)
     run = BLOCKS_PROGRAM.format(

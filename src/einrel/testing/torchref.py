@@ -159,7 +159,7 @@ class TorchRef:
     def _dims(x: Value, axis: int | Sequence[int] | None) -> list[int]:
         if axis is None:
             return list(range(x.ndim))
-        return [axis] if isinstance(axis, numbers.Integral) else list(axis)
+        return [axis] if isinstance(axis, int | numbers.Integral) else list(axis)
 
     def sum(self, x: Value, axis: Any = None, keepdims: bool = False) -> Value:
         dims = self._dims(x, axis)

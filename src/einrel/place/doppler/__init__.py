@@ -15,13 +15,16 @@ local engine's measured makespan. `einrel.place.placers.Doppler` ("doppler") and
 """
 
 from .features import fingerprint, graph_features
+from .losses import il_loss
 from .placer import policy_for, train_policy
 from .policy import DopplerPolicy, cache_dir, find_policy, load_policy
-from .train import STAGES, TrainLog, il_loss, train
+from .recipes import STAGES, TrainConfig
+from .trainer import TrainLog, train
 
 __all__ = [
     "STAGES",
     "DopplerPolicy",
+    "TrainConfig",
     "TrainLog",
     "cache_dir",
     "find_policy",

@@ -100,7 +100,7 @@ def rollout(
     for t in range(n):
         if scores is None or (eps_sel > 0 and rng.random() < eps_sel):
             v = legal[rng.randrange(len(legal))]
-        elif sample and len(legal) > 1:
+        elif sample and len(legal) > 1 and sel_scores is not None:
             v = legal[_draw(sel_scores[legal], rng)]
         else:
             v = max(legal, key=scores.__getitem__)
@@ -141,7 +141,7 @@ def rollout(
             dtype=np.float32,
         )
         dyn[t] = f
-        if plc is None or (eps_plc > 0 and rng.random() < eps_plc):
+        if plc is None or sums is None or (eps_plc > 0 and rng.random() < eps_plc):
             d = rng.randrange(ndev)
         elif sample:
             d = _draw(plc.logits(v, f, sums), rng)
@@ -154,7 +154,7 @@ def rollout(
         end[v] = est[d] + comp[v]
         free[d] = end[v]
         load[d] += comp[v]
-        if sums is not None:
+        if sums is not None and plc is not None:
             sums[d] += plc.h[v]
         for s in succs[v]:
             remaining[s] -= 1

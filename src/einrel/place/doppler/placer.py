@@ -18,7 +18,8 @@ from ...errors import CompileError
 from ..dag import PlaceGraph, check_ndev
 from .features import fingerprint
 from .policy import POLICY_DIR, DopplerPolicy, find_policy, load_policy, policy_filename
-from .train import RECIPES, TrainLog, train
+from .recipes import RECIPES
+from .trainer import TrainLog, train
 
 # Episodes of the policy trained on the fly for a graph without a stored one.
 SHORT_EPISODES: Mapping[int, int] = {1: 200, 2: 300}

@@ -53,7 +53,7 @@ def is_workload_spec(text: str) -> bool:
     from ...workloads import WORKLOADS
 
     m = SPEC.match(text)
-    return bool(m) and m.group("name") in WORKLOADS
+    return m is not None and m.group("name") in WORKLOADS
 
 
 def workload_target(

@@ -35,7 +35,8 @@ from ..graphfile import RELEASED_GRAPHS, load_graph_file, released_graph_path
 from ..simulate import make_simulator
 from .model import NetConfig
 from .policy import POLICY_DIR, DopplerPolicy, policy_filename
-from .train import RECIPES, get_recipe, train
+from .recipes import RECIPES, get_recipe
+from .trainer import train
 
 # Stage I runs a fixed number of episodes; stage II runs until the budget is spent (the cap
 # below is never reached in 15 minutes on the released graphs).
@@ -70,8 +71,9 @@ def retrain(
         best = min(rows, key=lambda row: float(row["doppler"]))  # type: ignore[arg-type]
         src = Path(str(best["file"]))
         out.mkdir(parents=True, exist_ok=True)
-        best["file"] = str(out / src.name)
-        os.replace(src, best["file"])
+        dst = out / src.name
+        os.replace(src, dst)
+        best["file"] = str(dst)
     best["restarts"] = [{"seed": row["seed"], "ratio": row["ratio"]} for row in rows]
     return best
 

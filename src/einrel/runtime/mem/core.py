@@ -28,7 +28,7 @@ from heapq import heappop, heappush
 
 from ...errors import ExecutionError
 from ...memory import MemNode, Region
-from .schedule import MemEvent, MemSchedule
+from .schedule import MARKERS, Lane, MemEvent, MemSchedule
 
 
 class MemCore:
@@ -115,7 +115,7 @@ class MemCore:
             self.done += 1
             self.order.append(j)
             if self.events is not None:
-                self.events.append((j, sched.device[j], -4, now, now))
+                self.events.append((j, sched.device[j], MARKERS, now, now))
             for s in sched.succ[j]:
                 self.waiting[s] -= 1
                 if self.waiting[s] == 0:
@@ -276,7 +276,7 @@ class MemCore:
                 self.group_held.discard(n.group)
                 for j in self.blocked.pop(n.group, ()):
                     self._push(j, sched.resource[j])
-            elif sched.lane[i] == 3:
+            elif sched.lane[i] == Lane.PEER:
                 self.moved += self.mg.block_bytes(n.block)
         self.done += 1
         for s in sched.succ[i]:

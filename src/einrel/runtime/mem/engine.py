@@ -42,25 +42,20 @@ from ...taskgraph.cost import CostModel
 from ...taskgraph.interpret import assemble_outputs
 from ..backends.numpy_arenas import NumpyArenas
 from ..driver import ThreadDriver, WorkBase
+from ..engine import RunResult
 from ..transfer import check_jitter, host_links, parse_bandwidth
 from .core import MemCore
-from .schedule import LANES, PRIORITIES, MemEvent, MemSchedule, make_schedule
+from .schedule import LANES, MEM_PRIORITIES, MemSchedule, make_schedule
 
 
 @dataclass
-class MemRunResult:
+class MemRunResult(RunResult):
     """One run of a memory graph. `values` holds the output blocks (views of engine buffers,
-    valid until the next run); `order` lists node ids in the order they started."""
+    valid until the next run); `order` lists node ids in the order they started; `events` are
+    `MemEvent`s."""
 
-    values: dict[int, np.ndarray]
-    wall_time_s: float
-    peak_bytes: dict[int, int]
-    bytes_moved: int
-    bytes_offloaded: int
     bytes_loaded: int = 0
-    busy_s: dict[int, float] = field(default_factory=dict)
     transfer_s: dict[str, float] = field(default_factory=dict)
-    events: list[MemEvent] = field(default_factory=list)
     order: list[int] = field(default_factory=list)
     priority: str = ""
 
@@ -142,7 +137,7 @@ class MemEngine:
 
     `transfer_bandwidth` ("4GB/s", bytes/s or None) throttles every host transfer of a device
     (each direction its own channel), `jitter` in [0, 1) randomises each transfer's speed,
-    `seed` fixes the random streams. `priority` is the default order policy (see PRIORITIES).
+    `seed` fixes the random streams. `priority` is the default order policy (see MEM_PRIORITIES).
     `backend` holds the arenas and runs the kernels: "numpy" (`NumpyArenas`, the default),
     "torch" (`TorchArenas` on CPU tensors: torch kernels) or an instance.
     """
@@ -164,8 +159,8 @@ class MemEngine:
             raise CompileError(
                 f"need ndev >= 1 and workers_per_device >= 1, got {ndev}, {workers_per_device}"
             )
-        if isinstance(priority, str) and priority not in PRIORITIES:
-            raise CompileError(f"unknown priority {priority!r}; expected one of {PRIORITIES}")
+        if isinstance(priority, str) and priority not in MEM_PRIORITIES:
+            raise CompileError(f"unknown priority {priority!r}; expected one of {MEM_PRIORITIES}")
         self.ndev = ndev
         self.workers_per_device = workers_per_device
         self.priority = priority

@@ -7,18 +7,33 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import Literal, get_args
 
 from ...errors import CompileError
 from ...memory import MemGraph, MemNode, Region
 from ...taskgraph.cost import CostModel
 
-PRIORITIES = ("given", "critical-path", "bfs", "dfs", "fifo", "random", "fixed", "serial")
+MemPriority = Literal["given", "critical-path", "bfs", "dfs", "fifo", "random", "fixed", "serial"]
+MEM_PRIORITIES: tuple[MemPriority, ...] = get_args(MemPriority)
 
 
-LANES = ("compute", "h2d", "d2h", "peer")
+class Lane(IntEnum):
+    """What a memory-graph node occupies: a compute worker, or one channel of its device (host
+    to device: loads and graph inputs; device to host: evictions and output fetches; peer:
+    moves in from other devices). Markers occupy nothing."""
+
+    MARKER = -1
+    COMPUTE = 0
+    H2D = 1
+    D2H = 2
+    PEER = 3
 
 
-H2D, D2H, PEER = -1, -2, -3  # lane numbers of the channels in events (workers are 0, 1, ...)
+LANES = ("compute", "h2d", "d2h", "peer")  # names by Lane value
+
+# Lane numbers in events: compute workers are 0, 1, ...; channels are -Lane; markers -4.
+H2D, D2H, PEER, MARKERS = -Lane.H2D, -Lane.D2H, -Lane.PEER, -4
 
 
 _CLASS_KEY = {"touch": 100.0, "evict": 100.0, "load": 100.0, "compute": 200.0}
@@ -41,21 +56,21 @@ class Fetch:
     kind: str = "fetch"
 
 
-def lane_kind(mg: MemGraph, n: MemNode) -> int:
-    """0 compute, 1 h2d, 2 d2h, 3 peer; -1 for markers."""
+def lane_kind(mg: MemGraph, n: MemNode) -> Lane:
+    """The lane node n occupies."""
     if n.is_marker:
-        return -1
+        return Lane.MARKER
     if n.kind == "evict":
-        return 2
+        return Lane.D2H
     if n.kind == "load":
-        return 1
+        return Lane.H2D
     if n.kind == "compute":
         kind = mg.taskgraph.tasks[n.block].kind
         if kind == "input":
-            return 1
+            return Lane.H2D
         if kind == "move":
-            return 3
-    return 0
+            return Lane.PEER
+    return Lane.COMPUTE
 
 
 def final_holders(mg: MemGraph) -> list[Fetch]:
@@ -66,7 +81,7 @@ def final_holders(mg: MemGraph) -> list[Fetch]:
     for n in mg.nodes:
         if n.kind in ("compute", "done", "load"):
             last[n.block] = n.id
-    out = []
+    out: list[Fetch] = []
     for o in mg.outputs:
         if o.region is not None:
             out.append(Fetch(len(mg) + len(out), o.block, o.device, o.region, last[o.block]))
@@ -81,7 +96,7 @@ class MemSchedule:
     ndev: int
     fetch: tuple[Fetch, ...]
     resource: tuple[int, ...]  # lane kind * ndev + device; -1 for markers
-    lane: tuple[int, ...]  # 0 compute, 1 h2d, 2 d2h, 3 peer, -1 marker
+    lane: tuple[Lane, ...]
     device: tuple[int, ...]
     deps: tuple[int, ...]  # number of dependencies
     succ: tuple[tuple[int, ...], ...]
@@ -127,7 +142,7 @@ def make_schedule(
     fetch = tuple(final_holders(mg))
     n = len(mg.nodes)
     size = n + len(fetch)
-    lane = [lane_kind(mg, x) for x in mg.nodes] + [2] * len(fetch)
+    lane = [lane_kind(mg, x) for x in mg.nodes] + [Lane.D2H] * len(fetch)
     device = [x.device for x in mg.nodes] + [f.device for f in fetch]
     resource = [-1 if k < 0 else k * ndev + d for k, d in zip(lane, device)]
     deps = [len(x.deps) for x in mg.nodes] + [1] * len(fetch)
@@ -136,12 +151,12 @@ def make_schedule(
         succ[f.dep].append(f.id)
     mode = "static"
     if isinstance(priority, str):
-        if priority not in PRIORITIES:
-            raise CompileError(f"unknown priority {priority!r}; expected one of {PRIORITIES}")
+        if priority not in MEM_PRIORITIES:
+            raise CompileError(f"unknown priority {priority!r}; expected one of {MEM_PRIORITIES}")
         if priority == "given":
             key = [_CLASS_KEY.get(x.kind, 0.0) for x in mg.nodes] + [100.0] * len(fetch)
             for i in range(n):
-                if lane[i] == 1:  # host inputs travel like loads
+                if lane[i] == Lane.H2D:  # host inputs travel like loads
                     key[i] = 100.0
             key = [k * size + i for i, k in enumerate(key)]
         elif priority == "critical-path":

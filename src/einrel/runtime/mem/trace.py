@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ...memory import MemGraph
-from .schedule import D2H, H2D, PEER, MemEvent, final_holders
+from .schedule import D2H, H2D, MARKERS, PEER, MemEvent, final_holders
 
-_LANE_NAMES = {H2D: "host -> device", D2H: "device -> host", PEER: "peer in", -4: "markers"}
+_LANE_NAMES = {H2D: "host -> device", D2H: "device -> host", PEER: "peer in", MARKERS: "markers"}
 
 
 def mem_chrome_trace(events: Sequence[MemEvent], mg: MemGraph) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def mem_chrome_trace(events: Sequence[MemEvent], mg: MemGraph) -> dict[str, Any]
             "ts": start * 1e6,
             "args": {"node": i, "block": block, "bytes": t.nbytes},
         }
-        if lane == -4:
+        if lane == MARKERS:
             ev.update(ph="i", s="t")
         else:
             ev.update(ph="X", dur=max(0.0, end - start) * 1e6)

@@ -42,8 +42,8 @@ from ...devices import Devices, cores
 from ...errors import CompileError, ExecutionError
 from ...taskgraph.cost import CostModel
 from ...taskgraph.ir import TaskGraph
-from ..core import Plan, Priority, make_plan
-from ..local import RunResult
+from ..core import Event, Priority, TaskSchedule, make_task_schedule
+from ..engine import RunResult
 from .plan import DevicePart, split_plan
 
 try:
@@ -59,6 +59,8 @@ except ImportError as _exc:
 from .worker import Runner
 
 MAX_CACHED_PLANS = 4
+# A shipped plan: (task graph, priority, cost model, key on the actors, schedule, device parts)
+_Cached = tuple[TaskGraph, "Priority", CostModel, str, "TaskSchedule", list["DevicePart"]]
 
 
 class _Owners:
@@ -142,9 +144,7 @@ class RayEngine:
         self.run_timeout_s = run_timeout_s
         self._run_ids = itertools.count()
         self.engine_id = uuid.uuid4().hex
-        self._plans: OrderedDict[int, tuple[TaskGraph, Priority, CostModel, str, Plan, list]] = (
-            OrderedDict()
-        )
+        self._plans: OrderedDict[int, _Cached] = OrderedDict()
         self._loaded: list[set[str]] = [set() for _ in range(self.ndev)]
         self._dead: set[int] = set()
         self.started_ray = _connect(devs.address, self.ndev, self.cpus_per_device)
@@ -315,11 +315,11 @@ class RayEngine:
             self._plans.clear()
 
     # --- plans -----------------------------------------------------------------------------------
-    def plan(self, tg: TaskGraph) -> tuple[str, Plan, list[DevicePart]]:
+    def plan(self, tg: TaskGraph) -> tuple[str, TaskSchedule, list[DevicePart]]:
         """The key, core plan and device parts of `tg`, built once per graph (by identity)."""
         c = self._plans.get(id(tg))
         if c is None or c[0] is not tg or c[1] != self.priority or c[2] != self.cost_model:
-            plan = make_plan(tg, self.ndev, self.priority, self.cost_model.task_seconds)
+            plan = make_task_schedule(tg, self.ndev, self.priority, self.cost_model.task_seconds)
             parts = split_plan(tg, plan)
             c = (tg, self.priority, self.cost_model, uuid.uuid4().hex, plan, parts)
             self._plans[id(tg)] = c
@@ -397,7 +397,7 @@ class RayEngine:
             raise failure
         wall = time.perf_counter() - t0
         values: dict[int, np.ndarray] = {}
-        events = []
+        events: list[Event] = []
         for d in range(self.ndev):
             res = results[d]
             values.update(res["values"])

@@ -1,8 +1,8 @@
 """A placed plan cut into one part per device, for engines whose devices run in other processes.
 
 Each part holds its device's tasks under local ids (0..m-1, in global id order, so still
-topological) and a core `Plan` over them with a single device. Data that crosses devices does so
-only through `move` tasks, which always run on the destination device:
+topological) and a core `TaskSchedule` over them with a single device. Data that crosses
+devices does so only through `move` tasks, which always run on the destination device:
 
 - a move whose source block lives on another device is *gated*: it has no local inputs and
   becomes ready when the source device delivers the block (the move then fetches it on the
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...taskgraph.ir import Task, TaskGraph
-from ..core import Core, Plan
+from ..core import Core, TaskSchedule
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class DevicePart:
     gids: tuple[int, ...]  # local id -> global task id
     tasks: tuple[Task, ...]
     args: tuple[tuple[int, ...], ...]  # local ids of each task's inputs, in `task.inputs` order
-    plan: Plan  # the core's view: one device, the global priority keys
+    plan: TaskSchedule  # the core's view: one device, the global priority keys
     gated: tuple[int, ...]  # local ids of moves whose source is on another device
     source: tuple[tuple[int, int], ...]  # per local id: (source device, source gid) or (-1, -1)
     sends: tuple[tuple[tuple[int, int], ...], ...]  # per local id: (dst device, dst move gid)
@@ -52,7 +52,7 @@ class DevicePart:
         return sum(self.plan.nbytes[i] for i in self.gated)
 
 
-def split_plan(tg: TaskGraph, plan: Plan) -> list[DevicePart]:
+def split_plan(tg: TaskGraph, plan: TaskSchedule) -> list[DevicePart]:
     """One part per engine device (`plan.ndev`, devices without tasks get empty parts)."""
     ndev = plan.ndev
     tasks = tg.tasks
@@ -100,7 +100,7 @@ def split_plan(tg: TaskGraph, plan: Plan) -> list[DevicePart]:
             keep[i] or (not consumers[i] and bool(sends[g])) for i, g in enumerate(ids)
         )
         is_move = tuple(tasks[g].kind == "move" for g in ids)
-        local_plan = Plan(
+        local_plan = TaskSchedule(
             ntasks=m,
             ndev=1,
             device=(0,) * m,

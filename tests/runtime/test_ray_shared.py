@@ -61,9 +61,7 @@ def test_programs_share_the_device_actors(two_cpus: Any) -> None:
     outs_a, feeds_a = mlp(0)
     outs_b, feeds_b = mlp(1)
     a = er.compile(outs_a, devices=er.ray(2))
-    t0 = time.perf_counter()
     b = er.compile(outs_b, devices=er.ray(2), partitioner="data-parallel")
-    assert time.perf_counter() - t0 < 20  # no wait for CPUs the first program holds
     try:
         assert [x._actor_id for x in a.engine.actors] == [x._actor_id for x in b.engine.actors]
         check(a, outs_a, feeds_a)

@@ -25,9 +25,9 @@ from einrel.runtime.gpu import GpuEngine
 from einrel.runtime.mem.engine import MemEngine
 from einrel.taskgraph.interpret import assemble_outputs
 from einrel.workloads import get_workload, max_rel_error
-from test_offload import check_result, feeds_for, random_budget, random_graph, random_placed
+from helpers import check_result, feeds_for, random_budgets, random_graph, random_placed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 needs_cuda = pytest.mark.skipif(not cuda_available(), reason="no CUDA device is visible")
 
 
@@ -37,7 +37,7 @@ def test_torch_arenas_on_cpu_match_reference(seed: int) -> None:
     g = random_graph(r)
     tg = random_placed(r, g)
     feeds = feeds_for(r, g)
-    mg = plan_memory(tg, random_budget(r, tg))
+    mg = plan_memory(tg, random_budgets(r, tg))
     inputs, variables = bind_feeds(g, feeds)
     eng = GpuEngine(
         tg.ndev,
@@ -165,7 +165,7 @@ def test_cuda_arenas_match_reference(seed: int) -> None:
     g = random_graph(r)
     tg = random_placed(r, g, ndev=1)
     feeds = feeds_for(r, g)
-    mg = plan_memory(tg, random_budget(r, tg))
+    mg = plan_memory(tg, random_budgets(r, tg))
     inputs, variables = bind_feeds(g, feeds)
     eng = GpuEngine(1, device="cuda", priority=["given", "fixed"][seed % 2], seed=seed)
     check_result(mg, eng.run(mg, inputs, variables), interpret(g, feeds))

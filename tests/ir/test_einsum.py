@@ -26,7 +26,7 @@ from einrel import kernels
 from einrel.ir.einsum import AGGS, make_einsum, parse_spec
 from einrel.kernels import fused
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 U64 = 2.0**-53
 U32 = 2.0**-24

@@ -23,10 +23,10 @@ from einrel.place.doppler import (
     train,
 )
 from einrel.place.doppler.env import rollout
+from einrel.place.doppler.evaluate import side_by_side
 from einrel.place.doppler.model import GraphTensors, PlcNumpy
 from einrel.place.doppler.placer import policy_for
 from einrel.place.doppler.policy import POLICY_DIR, cache_dir
-from einrel.place.doppler.train import side_by_side
 from einrel.place.graphfile import RELEASED_DIR, RELEASED_GRAPHS
 from einrel.place.simulate import check_assignment, make_simulator
 
@@ -300,7 +300,7 @@ def test_random_node_features_break_symmetry() -> None:
 
 
 def test_discounted_returns() -> None:
-    from einrel.place.doppler.train import _discounted
+    from einrel.place.doppler.losses import discounted as _discounted
 
     assert _discounted(2.0, 3, 1.0).tolist() == [2.0, 2.0, 2.0]
     assert _discounted(1.0, 2, 0.5).tolist() == [0.5, 1.0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -96,7 +95,6 @@ def test_demo_bad_options(args: list[str], hint: str) -> None:
 
 
 def test_python_m_einrel_demo(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "einrel", "demo", "--size", "tiny", "--runs", "1"],
         capture_output=True,
@@ -108,7 +106,6 @@ def test_python_m_einrel_demo(tmp_path: Path) -> None:
     assert "PASS" in proc.stdout
     assert (tmp_path / "out" / "demo_trace.json").is_file()
     assert (tmp_path / "out" / "demo_trace.png").is_file()
-    assert time.perf_counter() - t0 < 60
 
 
 @pytest.mark.parametrize("workload", ["matmul_chain", "ffnn_train", "llama_block"])

@@ -37,7 +37,7 @@ from einrel.testing.events import check_events, peak_from_events
 ray = pytest.importorskip("ray")
 
 from einrel.runtime.ray.engine import RayEngine  # noqa: E402
-from helpers import local_ray  # noqa: E402
+from helpers import local_ray, run_with_deadline  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 
@@ -178,9 +178,9 @@ def test_plan_is_shipped_once_and_runs_repeat(engine: Any) -> None:
 def test_split_plan_accounts_every_move() -> None:
     graph, _ = random_program(np.random.default_rng(11))
     tg = random_placed(graph, np.random.default_rng(12), 3)
-    from einrel.runtime.core import make_plan
+    from einrel.runtime.core import make_task_schedule
 
-    parts = split_plan(tg, make_plan(tg, 4, "given"))
+    parts = split_plan(tg, make_task_schedule(tg, 4, "given"))
     assert len(parts) == 4 and not parts[3].tasks
     assert sorted(g for p in parts for g in p.gids) == list(range(len(tg.tasks)))
     assert modelled_bytes(parts) == moved_bytes(tg)
@@ -236,10 +236,8 @@ def test_kernel_failure_names_device_and_task_and_next_run_works(engine: Any) ->
     tg = random_placed(graph, np.random.default_rng(6), 4)
     inputs, variables = bind_feeds(graph, feeds)
     bad = next(t for t in reversed(tg.tasks) if t.kind == "apply")
-    t0 = time.perf_counter()
     with pytest.raises(er.ExecutionError, match=rf"task t{bad.id} \(apply\).*device {bad.device}"):
-        engine.run(tg, inputs, {**variables, "fail_task": bad.id})
-    assert time.perf_counter() - t0 < 20
+        run_with_deadline(lambda: engine.run(tg, inputs, {**variables, "fail_task": bad.id}), 20)
     res = engine.run(tg, inputs, variables)
     for g, w in zip(assemble_outputs(tg, res.values), interpret(graph, feeds)):
         close(g, w)
@@ -261,7 +259,6 @@ def test_killed_actor_is_reported_and_replaced(engine: Any) -> None:
             box["exc"] = exc
 
     th = threading.Thread(target=run, daemon=True)
-    t0 = time.perf_counter()
     th.start()
     # Kill it once it is running a task (status polls run every 50 ms).
     deadline = time.perf_counter() + 20
@@ -273,7 +270,6 @@ def test_killed_actor_is_reported_and_replaced(engine: Any) -> None:
     ray.kill(old)
     th.join(30)
     assert not th.is_alive(), "run() hung after an actor died"
-    assert time.perf_counter() - t0 < 30
     exc = box.get("exc")
     assert isinstance(exc, er.ExecutionError), exc
     msg = str(exc)
@@ -294,10 +290,8 @@ def test_run_timeout_aborts_and_names_running_tasks(engine: Any) -> None:
     inputs, variables = bind_feeds(graph, feeds)
     engine.run_timeout_s = 0.3
     try:
-        t0 = time.perf_counter()
         with pytest.raises(er.ExecutionError, match="exceeded run_timeout_s"):
-            engine.run(tg, inputs, {**variables, "sleep_s": 0.1})
-        assert time.perf_counter() - t0 < 15
+            run_with_deadline(lambda: engine.run(tg, inputs, {**variables, "sleep_s": 0.1}), 15)
     finally:
         engine.run_timeout_s = None
     res = engine.run(tg, inputs, variables)

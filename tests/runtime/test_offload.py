@@ -24,116 +24,15 @@ from einrel.decompose import get_partitioner
 from einrel.decompose.partition import Partition
 from einrel.frontend.reference import bind_feeds, interpret
 from einrel.ir.graph import Graph
-from einrel.memory import MemGraph, min_budget, plan_memory
+from einrel.memory import min_budget, plan_memory
 from einrel.memory.fit import fit_to_budget, task_working_sets
 from einrel.runtime.mem.engine import MemEngine
-from einrel.runtime.mem.schedule import PRIORITIES, final_holders, make_schedule
+from einrel.runtime.mem.schedule import MEM_PRIORITIES, final_holders, make_schedule
 from einrel.runtime.transfer import Link, parse_bandwidth
 from einrel.taskgraph.build import build_tasks
-from einrel.taskgraph.ir import TaskGraph
 from einrel.taskgraph.place import place_tasks
 from einrel.workloads import get_workload, max_rel_error
-
-RTOL = 1e-12
-DIMS = (2, 3, 4, 5)
-
-
-def close(got: np.ndarray, want: np.ndarray, rtol: float = RTOL) -> None:
-    scale = max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
-
-
-# --- random programs ------------------------------------------------------------------------
-
-
-def random_graph(r: random.Random) -> Graph:
-    """A small float64 graph of matmuls, elementwise ops, reductions, concat and slices."""
-    names = iter(f"x{k}" for k in range(100))
-
-    def new(shape: tuple[int, ...]) -> er.Tensor:
-        return er.input(next(names), shape, "float64")
-
-    pool = [new((r.choice(DIMS), r.choice(DIMS))) for _ in range(r.randint(1, 2))]
-    for _ in range(r.randint(2, 8)):
-        a = r.choice([t for t in pool if t.ndim == 2] or pool)
-        if a.ndim != 2:
-            pool.append(a * 2.0 + 1.0)
-            continue
-        op = r.choice(["matmul", "matmul", "relu", "softmax", "sum", "concat", "slice", "dist"])
-        if op == "matmul":
-            fits = [t for t in pool if t.ndim == 2 and t.shape[0] == a.shape[1]]
-            b = r.choice(fits) if fits and r.random() < 0.6 else new((a.shape[1], r.choice(DIMS)))
-            y = a @ b
-        elif op == "relu":
-            y = er.relu(a) + a
-        elif op == "softmax":
-            y = er.softmax(a, axis=r.randrange(2))
-        elif op == "sum":
-            y = a.sum(r.randrange(2))
-        elif op == "concat":
-            y = er.concat([a, er.exp(a * 0.1)], axis=r.randrange(2))
-        elif op == "slice":
-            m, n = a.shape
-            lo = (r.randrange(m), r.randrange(n))
-            y = er.slice(a, lo, (r.randint(lo[0] + 1, m), r.randint(lo[1] + 1, n)))
-        else:
-            y = er.einsum(
-                "ij,kj->ik", a, a, join=lambda x, z: (x - z) ** 2, agg=r.choice(["sum", "max"])
-            )
-        pool.append(y)
-    outs = [pool[-1]]
-    extra = r.choice(pool[:-1])
-    if r.random() < 0.5 and extra.name not in {t.name for t in outs}:
-        outs.append(extra)
-    return er.build_graph(outs)
-
-
-def random_placed(r: random.Random, g: Graph, ndev: int | None = None) -> TaskGraph:
-    dec = {}
-    for n in g.nodes:
-        shape = n.einsum.join_shape if n.op == "einsum" else n.shape
-        dec[n.id] = Partition.even(shape, [r.randint(1, min(3, k)) for k in shape])
-    tg = build_tasks(g, dec)
-    nd = ndev if ndev is not None else r.randint(1, 3)
-    return place_tasks(tg, [r.randrange(nd) for _ in tg.tasks], nd)
-
-
-def random_budget(r: random.Random, tg: TaskGraph) -> list[int | None]:
-    low = min_budget(tg)
-    high = plan_memory(tg, None).stats.peak_bytes
-    out: list[int | None] = []
-    for lo, hi in zip(low, high):
-        kind = r.choice(["min", "min", "between", "between", "none"])
-        if kind == "min":
-            out.append(lo)
-        elif kind == "between":
-            out.append(r.randint(lo, max(lo, hi)))
-        else:
-            out.append(None)
-    return out
-
-
-def feeds_for(r: random.Random, g: Graph) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(r.randrange(2**32))
-    return {n.name: rng.standard_normal(n.shape) for n in g.inputs}
-
-
-def check_result(mg: MemGraph, res, want: list[np.ndarray]) -> None:
-    """Values, the budget, the start order as a linear extension, and the transfer totals."""
-    from einrel.taskgraph.interpret import assemble_outputs
-
-    for got, ref in zip(assemble_outputs(mg.taskgraph, res.values), want, strict=True):
-        close(got, ref)
-    for d, b in enumerate(mg.budgets):
-        assert b is None or res.peak_bytes[d] <= b, (d, res.peak_bytes, mg.budgets)
-    seen: set[int] = set()
-    for i in res.order:
-        if i < len(mg.nodes):
-            assert all(dep in seen for dep in mg.nodes[i].deps), f"n{i} started before its deps"
-        seen.add(i)
-    assert len(seen) == len(mg.nodes) + len(final_holders(mg))
-    assert res.bytes_offloaded == sum(mg.stats.evicted_bytes)
-    assert res.bytes_loaded == sum(mg.stats.loaded_bytes)
+from helpers import check_result, close, feeds_for, random_budgets, random_graph, random_placed
 
 
 @pytest.mark.parametrize("seed", range(48))
@@ -144,10 +43,10 @@ def test_engine_matches_reference_on_random_plans(seed: int) -> None:
     feeds = feeds_for(r, g)
     want = interpret(g, feeds)
     mg = plan_memory(
-        tg, random_budget(r, tg), strategy=r.choice(["lowest-dependency", "first-fit"])
+        tg, random_budgets(r, tg), strategy=r.choice(["lowest-dependency", "first-fit"])
     )
     inputs, variables = bind_feeds(g, feeds)
-    priority = PRIORITIES[seed % len(PRIORITIES)]
+    priority = MEM_PRIORITIES[seed % len(MEM_PRIORITIES)]
     eng = MemEngine(
         tg.ndev,
         priority=priority,
@@ -172,7 +71,7 @@ def test_every_priority_on_one_tight_plan() -> None:
     want = interpret(g, feeds)
     inputs, variables = bind_feeds(g, feeds)
     eng = MemEngine(2, transfer_bandwidth="20MB/s", jitter=0.3, seed=1)
-    for p in PRIORITIES:
+    for p in MEM_PRIORITIES:
         check_result(mg, eng.run(mg, inputs, variables, priority=p), want)
     keys = [float(-i) for i in range(len(mg.nodes))]  # explicit keys: latest node first
     check_result(mg, eng.run(mg, inputs, variables, priority=keys), want)
@@ -439,7 +338,7 @@ def test_simulated_clock_runs_every_priority_within_budget() -> None:
     tg = random_placed(r, g, ndev=2)
     mg = plan_memory(tg, min_budget(tg))
     n = len(mg.nodes) + len(final_holders(mg))
-    for p in PRIORITIES:
+    for p in MEM_PRIORITIES:
         res = simulate_memory(mg, p, transfer_bandwidth="1MB/s", jitter=0.3, seed=0)
         assert res.makespan_s > 0
         assert all(res.peak_bytes[d] <= b for d, b in enumerate(mg.budgets))

@@ -36,7 +36,9 @@ def test_random_chains_keep_results(ops: list[tuple[int, int]], seed: int) -> No
     fused = fuse_elementwise(graph)
     rng = np.random.default_rng(seed)
     feeds = {n.name: rng.standard_normal(n.shape) for n in graph.inputs}
-    for a, b in zip(interpret(graph, feeds), interpret(fused, feeds)):
+    with np.errstate(all="ignore"):  # chains of exp overflow: inf and NaN must then agree too
+        want, got = interpret(graph, feeds), interpret(fused, feeds)
+    for a, b in zip(want, got):
         np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13)
     assert len(fused) <= len(graph)
 
