@@ -27,6 +27,11 @@ class Einsum:
     size of every label (output labels first, then aggregated labels in first-appearance order),
     `join` a scalar expression over holes x0..x{k-1}, `agg` the aggregation of the labels not in
     the output (None when there are none).
+
+    `init` (made by fusion, never by the frontend): operand 0 has exactly the output labels and
+    is added after the sum, `Z = x0 + SUM over the other labels of JOIN(x1, ..., x{k-1})`, so
+    that an update `w - lr * grad` after a gradient contraction is one GEMM that accumulates
+    into the new weight. The join then does not use hole 0; `body` is the einsum without it.
     """
 
     inputs: tuple[str, ...]
@@ -34,6 +39,24 @@ class Einsum:
     sizes: tuple[tuple[str, int], ...]
     join: S.Expr
     agg: str | None
+    init: bool = False
+
+    def __post_init__(self) -> None:
+        if self.init and (
+            self.agg != "sum"
+            or not self.inputs
+            or self.inputs[0] != self.output
+            or 0 in self.join.holes()
+        ):
+            raise SpecError(f"an init einsum needs agg sum and operand 0 = the output: {self}")
+
+    @property
+    def body(self) -> Einsum:
+        """The einsum without its init operand (itself when it has none)."""
+        if not self.init:
+            return self
+        join = S.remap_holes(self.join, {i: i - 1 for i in range(1, self.arity)})
+        return Einsum(self.inputs[1:], self.output, self.sizes, join, self.agg)
 
     # --- derived structure -------------------------------------------------------------------
     @property
@@ -80,13 +103,14 @@ class Einsum:
     @property
     def is_contraction(self) -> bool:
         """A plain product join aggregated by sum (or not at all): BLAS territory."""
-        if self.agg not in (None, "sum"):
+        body = self.body
+        if body.agg not in (None, "sum"):
             return False
-        coef, factors = S.product_factors(self.join)
+        split = S.scaled_product(body.join)
         return (
-            not math.isnan(coef)
-            and sorted(factors) == list(range(self.arity))
-            and all(f == S.hole(i) for i, f in factors.items())
+            split is not None
+            and sorted(split[2]) == list(range(body.arity))
+            and all(f == S.hole(i) for i, f in split[2].items())
         )
 
     @property
@@ -95,7 +119,8 @@ class Einsum:
 
     def flops(self) -> float:
         """Scalar operations over the join space: join ops plus one aggregation step each."""
-        return float(math.prod(self.join_shape)) * (_op_count(self.join) + (self.agg is not None))
+        ops = float(math.prod(self.join_shape)) * (_op_count(self.join) + (self.agg is not None))
+        return ops + (math.prod(self.out_shape) if self.init else 0)
 
     def with_sizes(self, sizes: Mapping[str, int]) -> Einsum:
         """The same einsum on a block: new sizes for some labels."""
@@ -105,13 +130,16 @@ class Einsum:
             tuple((lab, int(sizes.get(lab, n))) for lab, n in self.sizes),
             self.join,
             self.agg,
+            self.init,
         )
 
     def __str__(self) -> str:
         parts = [f"{lab}={n}" for lab, n in self.sizes]
         if self.agg:
             parts.append(f"agg={self.agg}")
-        if not S.is_product_of_holes(self.join, self.arity):
+        if self.init:
+            parts.append("init=x0")
+        if self.init or not S.is_product_of_holes(self.join, self.arity):
             parts.append(f"join={self.join}")
         return f"einsum[{self.spec} | {' '.join(parts)}]" if parts else f"einsum[{self.spec}]"
 

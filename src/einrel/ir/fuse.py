@@ -12,11 +12,14 @@ the consumer reads several times, under the same or other labels, folds like any
 A producer is folded only when that cannot cost speed or change results: it is an elementwise
 float32/float64 einsum whose only consumer has its dtype, its operands have its dtype, it is not
 a graph output, and a consumer that ran as a BLAS contraction still does after the fold.
+
+Updates go the other way (`fold_updates`): an elementwise `w + s * g` (s free of inputs, a
+learning rate, say) whose g is a sum-aggregated einsum read by nothing else becomes that einsum
+with `w` as its init operand, `w + s * SUM(join)`, so an SGD step after a weight-gradient GEMM
+is one GEMM that accumulates into the new weight (no pass over the gradient, none over w).
 """
 
 from __future__ import annotations
-
-import math
 
 from . import scalar as S
 from .einsum import Einsum
@@ -24,7 +27,7 @@ from .graph import GNode, Graph
 
 
 def _factorable(op: Einsum) -> bool:
-    return op.agg in (None, "sum") and not math.isnan(S.product_factors(op.join)[0])
+    return op.agg in (None, "sum") and S.scaled_product(op.body.join) is not None
 
 
 def _foldable(graph: Graph, p: GNode, c: GNode) -> bool:
@@ -108,7 +111,7 @@ def fuse_elementwise(graph: Graph) -> Graph:
             absorbed.add(p.id)
         ops[n.id], ins[n.id] = op, srcs
     if not absorbed:
-        return graph
+        return fold_updates(graph)
     new_id: dict[int, int] = {}
     nodes: list[GNode] = []
     for n in graph.nodes:
@@ -124,6 +127,85 @@ def fuse_elementwise(graph: Graph) -> Graph:
                 n.shape,
                 n.dtype,
                 ops.get(n.id, n.attrs),
+                n.name if n.op == "input" else f"%{i}",
+                n.stop_grad,
+            )
+        )
+    return fold_updates(Graph(tuple(nodes), tuple(new_id[i] for i in graph.outputs)))
+
+
+def _update_of(op: Einsum) -> tuple[int, S.Expr] | None:
+    """(a, s) when `op` is the elementwise `x_a + s * x_b` (b = 1 - a) over two operands that
+    both carry exactly the output labels, with s free of inputs; else None."""
+    if op.agg is not None or op.arity != 2 or op.inputs != (op.output, op.output):
+        return None
+    j = op.join
+    if j.op != "add":
+        return None
+    for side, other in ((j.args[0], j.args[1]), (j.args[1], j.args[0])):
+        if side.op != "hole":
+            continue
+        b = 1 - side.value
+        split = S.scaled_product(other)
+        if split is None or split[2] != {b: S.hole(b)}:
+            continue
+        coef, scale, _ = split
+        s = S.const(coef) if scale is None else S.simplify(S.mul(S.const(coef), scale))
+        return side.value, s
+    return None
+
+
+def fold_updates(graph: Graph) -> Graph:
+    """The same computation with every foldable update `w + s * g` made the init einsum of g
+    (see the module docstring): g a float32/float64 sum-aggregated einsum without init, read
+    only by the update and not a graph output, and w another tensor of the update's dtype."""
+    folds: dict[int, tuple[int, Einsum, tuple[int, ...]]] = {}  # update id -> (g, new op, ins)
+    for c in graph.nodes:
+        if c.op != "einsum" or c.dtype not in ("float32", "float64"):
+            continue
+        found = _update_of(c.einsum)
+        if found is None:
+            continue
+        a, s = found
+        w_id, g_id = c.inputs[a], c.inputs[1 - a]
+        g = graph[g_id]
+        if (
+            g.op != "einsum"
+            or w_id == g_id
+            or g.einsum.agg != "sum"
+            or g.einsum.init
+            or g.dtype != c.dtype
+            or graph[w_id].dtype != c.dtype
+            or g.stop_grad
+            or g_id in graph.outputs
+            or graph.consumers(g_id) != (c.id,)
+        ):
+            continue
+        op = g.einsum
+        join = S.simplify(S.mul(s, S.remap_holes(op.join, {i: i + 1 for i in range(op.arity)})))
+        new = Einsum((op.output, *op.inputs), op.output, op.sizes, join, "sum", init=True)
+        folds[c.id] = (g_id, new, (w_id, *g.inputs))
+    if not folds:
+        return graph
+    gone = {g for g, _, _ in folds.values()}
+    new_id: dict[int, int] = {}
+    nodes: list[GNode] = []
+    for n in graph.nodes:
+        if n.id in gone:
+            continue
+        i = len(nodes)
+        new_id[n.id] = i
+        attrs, inputs = n.attrs, n.inputs
+        if n.id in folds:
+            _, attrs, inputs = folds[n.id]
+        nodes.append(
+            GNode(
+                i,
+                n.op,
+                tuple(new_id[j] for j in inputs),
+                n.shape,
+                n.dtype,
+                attrs,
                 n.name if n.op == "input" else f"%{i}",
                 n.stop_grad,
             )

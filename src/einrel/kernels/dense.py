@@ -38,10 +38,16 @@ def einsum(
     cdt = compute_dtype(dtype)
     arrays = [np.asarray(a, dtype=cdt) for a in arrays]
     direct = out if out is not None and out.dtype == cdt and out.flags.c_contiguous else None
+    init = None
+    if op.init:  # Z = x0 + the sum of the body over the other operands
+        init, arrays, op = arrays[0], arrays[1:], op.body
     if op.agg == "sum":
-        coef, factors = S.product_factors(op.join)
-        if not math.isnan(coef):
-            res = _factored(op, arrays, variables, coef, factors, cdt, direct)
+        split = S.scaled_product(op.join)
+        if split is not None:
+            coef, scale, factors = split
+            if scale is not None:
+                coef *= float(S.compile_numpy(scale, 0)(variables))
+            res = _factored(op, arrays, variables, coef, factors, cdt, direct, init)
             return _deliver(res, dtype, out)
     res = _fused(
         _fuse(op.join, op.arity),
@@ -53,6 +59,8 @@ def einsum(
         cdt,
         direct,
     )
+    if init is not None:
+        res = np.add(res, init, out=res if res is direct or _owned(res, cdt) else None)
     return _deliver(res, dtype, out)
 
 
@@ -76,9 +84,11 @@ def _factored(
     factors: dict[int, S.Expr],
     cdt: np.dtype,
     out: np.ndarray | None = None,
+    init: np.ndarray | None = None,
 ) -> np.ndarray:
     """join = c * prod_i f_i(x_i): map each input by f_i, then one BLAS-backed contraction
-    (written into `out` when given and the layout allows)."""
+    (written into `out` when given and the layout allows), plus `init` when given (the GEMM
+    accumulates into it where it can)."""
     size = op.size
     # Operands over the same set of labels (a gradient times a relu mask, say) are multiplied
     # elementwise first, their maps fused into that one pass; what is left is contracted.
@@ -104,10 +114,12 @@ def _factored(
     sub_out = "".join(lab for lab in op.output if lab in present)
     # Aggregated labels that no used input carries just multiply the sum by their size.
     mult = math.prod(size[lab] for lab in op.agg_labels if lab not in present)
+    scale = coef * mult
+    if len(ops) == 2 and sub_out == op.output:
+        res = contract2(specs[0], specs[1], sub_out, ops[0], ops[1], out, scale, init)
+        return np.asarray(res, dtype=cdt, order="C")
     if len(ops) == 2:
-        res = contract2(
-            specs[0], specs[1], sub_out, ops[0], ops[1], out if sub_out == op.output else None
-        )
+        res = contract2(specs[0], specs[1], sub_out, ops[0], ops[1])
     elif ops:
         res = (
             opt_einsum.contract(",".join(specs) + "->" + sub_out, *ops)
@@ -116,7 +128,6 @@ def _factored(
         )
     else:
         res = np.ones((), dtype=cdt)
-    scale = coef * mult
     if scale != 1:
         mine = res is out or _owned(res, cdt)
         res = np.multiply(res, cdt.type(scale), out=res if mine else None)
@@ -124,6 +135,8 @@ def _factored(
         shape = [size[lab] if lab in present else 1 for lab in op.output]
         perm = sorted(range(len(sub_out)), key=lambda d: op.output.index(sub_out[d]))
         res = np.broadcast_to(np.transpose(res, perm).reshape(shape), op.out_shape)
+    if init is not None:
+        res = np.add(res, init, out=res if _owned(res, cdt) else None)
     return np.asarray(res, dtype=cdt, order="C")
 
 
@@ -140,7 +153,14 @@ def _owned(a: Any, cdt: np.dtype) -> bool:
 
 
 def contract2(
-    la: str, lb: str, out: str, a: np.ndarray, b: np.ndarray, dst: np.ndarray | None = None
+    la: str,
+    lb: str,
+    out: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    dst: np.ndarray | None = None,
+    alpha: float = 1.0,
+    init: np.ndarray | None = None,
 ) -> np.ndarray:
     """Two-operand contraction as one batched GEMM, laid out so that the result is already in
     `out` order whenever the labels allow it (no transposing copy after the BLAS call). The
@@ -180,13 +200,16 @@ def contract2(
     into = None
     if dst is not None and order == out and dst.dtype == np.result_type(am, bm):
         into = dst.reshape(shape3)
+    init3 = None
+    if init is not None:  # in the GEMM's output layout
+        init3 = np.transpose(init, [out.index(c) for c in order]).reshape(shape3)
     # Without a reduced label it is an outer product per batch: one multiply, no K=1 GEMM.
     if not red:
-        res = np.multiply(am, bm, out=into)
+        res = _finish3(np.multiply(am, bm, out=into), alpha, init3)
     elif am.dtype == np.float32 and TORCH_SGEMM and am.size * bm.shape[-1] >= TORCH_SGEMM_MIN:
-        res = _torch_matmul(am, bm, into)
+        res = _torch_matmul(am, bm, into, alpha, init3)
     else:
-        res = np.matmul(am, bm, out=into)
+        res = _finish3(np.matmul(am, bm, out=into), alpha, init3)
     if into is not None and res is into:
         assert dst is not None  # into is a view of dst
         return dst
@@ -217,21 +240,46 @@ def _blas_threads() -> int:
     return max(1, int(ctl.get_num_threads())) if ctl else 1
 
 
-def _torch_matmul(am: np.ndarray, bm: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """`np.matmul(am, bm, out=out)` through torch, on zero-copy views, with this thread's torch
-    thread count set to what BLAS has (torch's setting is per calling thread) and restored."""
+def _finish3(res: np.ndarray, alpha: float, init3: np.ndarray | None) -> np.ndarray:
+    """alpha * res + init3, in place (res is a fresh product or the caller's output)."""
+    if alpha != 1:
+        res = np.multiply(res, res.dtype.type(alpha), out=res)
+    if init3 is not None:
+        res = np.add(res, init3, out=res)
+    return res
+
+
+def _torch_matmul(
+    am: np.ndarray,
+    bm: np.ndarray,
+    out: np.ndarray | None = None,
+    alpha: float = 1.0,
+    init3: np.ndarray | None = None,
+) -> np.ndarray:
+    """`alpha * (am @ bm) + init3` through torch, on zero-copy views: one batched GEMM whose
+    scale is its alpha and which accumulates into a copy of `init3` (beta = 1), as BLAS does;
+    this thread's torch thread count is set to what BLAS has (torch's setting is per calling
+    thread) and restored."""
     import torch
 
     if not (am.flags.writeable and bm.flags.writeable):  # torch wants writable memory
-        return np.matmul(am, bm, out=out)
+        return _finish3(np.matmul(am, bm, out=out), alpha, init3)
     if out is None:
         out = np.empty((am.shape[0], am.shape[1], bm.shape[2]), dtype=am.dtype)
+    if init3 is not None:
+        np.copyto(out, init3)
     want = _blas_threads()
     had = torch.get_num_threads()
     if had != want:
         torch.set_num_threads(want)
     try:
-        torch.matmul(torch.from_numpy(am), torch.from_numpy(bm), out=torch.from_numpy(out))
+        a_t, b_t, o_t = torch.from_numpy(am), torch.from_numpy(bm), torch.from_numpy(out)
+        if init3 is not None:
+            o_t.baddbmm_(a_t, b_t, alpha=alpha)
+        elif alpha != 1:  # beta 0: whatever `out` held is ignored
+            torch.baddbmm(o_t, a_t, b_t, beta=0, alpha=alpha, out=o_t)
+        else:
+            torch.matmul(a_t, b_t, out=o_t)
     finally:
         if had != want:
             torch.set_num_threads(had)

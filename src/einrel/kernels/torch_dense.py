@@ -65,14 +65,23 @@ def einsum_into(
     dtype: str,
     out: torch.Tensor,
 ) -> None:
-    """Evaluate an extended einsum on blocks and write it into `out`."""
+    """Evaluate an extended einsum on blocks and write it into `out` (an init einsum adds its
+    operand 0 after the sum)."""
     cdt = compute_dtype(dtype)
+    init = None
+    if op.init:
+        init, arrays, op = arrays[0], arrays[1:], op.body
+    res = None
     if op.agg in (None, "sum"):
-        coef, factors = S.product_factors(op.join)
-        if not math.isnan(coef):
-            out.copy_(_factored(op, arrays, variables, coef, factors, cdt, dtype, out))
-            return
-    out.copy_(_general(op, arrays, variables, cdt, out))
+        split = S.scaled_product(op.join)
+        if split is not None:
+            coef, scale, factors = split
+            if scale is not None:
+                coef *= float(S.compile_numpy(scale, 0)(variables))
+            res = _factored(op, arrays, variables, coef, factors, cdt, dtype, out)
+    if res is None:
+        res = _general(op, arrays, variables, cdt, out)
+    out.copy_(res if init is None else res.to(cdt) + init.to(cdt))
 
 
 def _factored(

@@ -128,14 +128,18 @@ class _Builder:
             offs, sizes = part.box(b)
             at = dict(zip(labels, offs))
             size = dict(zip(labels, sizes))
+            # An init operand is added once per output block: by its first aggregation block.
+            block_op = op.with_sizes(size)
+            operands = list(zip(n.inputs, op.inputs))
+            if op.init and any(b[nout:]):
+                block_op, operands = block_op.body, operands[1:]
             ins = []
-            for u, labs in zip(n.inputs, op.inputs):
+            for u, labs in operands:
                 ins.append(
                     self.gather(
                         u, (tuple(at[lab] for lab in labs), tuple(size[lab] for lab in labs))
                     )
                 )
-            block_op = op.with_sizes(size)
             t = self.add("apply", v, ins, block_op.out_shape, n.dtype, op=block_op)
             partials.setdefault(b[:nout], []).append(t)
         out: dict[Box, int] = {}

@@ -57,7 +57,7 @@ class CostModel:
         if kind == "move":
             return self.move_seconds(task.nbytes)
         if kind == "apply":
-            op = task.op
+            op = task.op.body  # an init operand costs one more pass over the output
             if op.agg_labels and op.arity >= 2 and _factored(op):
                 # the kernel maps each operand elementwise, then runs one GEMM
                 gemm = 2.0 * math.prod(op.join_shape) / self.contraction_flops_per_s
@@ -65,6 +65,8 @@ class CostModel:
                 work = gemm + maps / self.elementwise_elems_per_s
             else:
                 work = op.flops() / self.elementwise_elems_per_s
+            if task.op.init:
+                work += math.prod(op.out_shape) / self.elementwise_elems_per_s
         elif kind == "agg":
             work = math.prod(task.shape) * max(1, len(task.inputs) - 1) / self.agg_elems_per_s
         else:  # input, fill, assemble, reshape: bytes written
@@ -142,7 +144,7 @@ class CostModel:
 
 
 def _factored(op: Any) -> bool:
-    """A join of the form c * prod_i f_i(x_i) with sum aggregation runs as a GEMM."""
-    from ..ir.scalar.expr import product_factors
+    """A join of the form c * s * prod_i f_i(x_i) with sum aggregation runs as a GEMM."""
+    from ..ir.scalar.expr import scaled_product
 
-    return op.agg in (None, "sum") and not math.isnan(product_factors(op.join)[0])
+    return op.agg in (None, "sum") and scaled_product(op.join) is not None

@@ -352,6 +352,26 @@ def _binary(b: _Builder) -> None:
         b.emit(f"{t.name} {op} {u.name}", shape, lo, hi)
 
 
+def _update(b: _Builder) -> None:
+    """`w - lr * g` with g a contraction of the same shape, as an SGD step writes it."""
+    g = b.operand(lambda t: t.ndim == 2 and t.mag <= SQUASH)
+    if g is None:
+        return
+    g = b.bounded(g)
+    k = g.shape[0]
+    a = b.operand(lambda t: t.ndim == 2 and t.shape[0] == k and t.mag <= SQUASH)
+    a = a or b.new_input((k, b.ch.pick(DIMS)))
+    grad = b.derived(f"er.transpose({a.name}) @ {g.name}", (a.shape[1], g.shape[1]), 0, 0)
+    m = k * a.mag * g.mag
+    grad.lo, grad.hi = -m, m
+    w = b.operand(lambda t: t.shape == grad.shape) or b.new_input(grad.shape)
+    v = b.variable()
+    sign = b.ch.pick(["-", "+"])
+    b.emit(
+        f'{w.name} {sign} er.var("{v}") * {grad.name}', grad.shape, w.lo - 1.5 * m, w.hi + 1.5 * m
+    )
+
+
 def _broadcast(a: tuple[int, ...], c: tuple[int, ...]) -> tuple[int, ...]:
     rank = max(len(a), len(c))
     a = (1,) * (rank - len(a)) + a
@@ -605,6 +625,7 @@ OPS: list[tuple[Callable[[_Builder], None], int]] = [
     (_layer, 2),
     (_attention, 1),
     (_structural, 3),
+    (_update, 1),
 ]
 
 

@@ -6,7 +6,6 @@ torch version of the same computation (the peer for tests and benchmarks) and a 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ def node_kinds(graph: Graph) -> dict[str, int]:
         elif (
             n.einsum.agg == "sum"
             and n.einsum.arity >= 2
-            and not math.isnan(S.product_factors(n.einsum.join)[0])
+            and S.scaled_product(n.einsum.body.join) is not None
         ):
             kinds["einsum/contraction"] += 1
         else:

@@ -209,13 +209,16 @@ def is_product_of_holes(e: Expr, arity: int) -> bool:
     )
 
 
-def product_factors(e: Expr) -> tuple[float, dict[int, Expr]]:
-    """Split `e` as c * prod_i f_i(x_i) when it factors that way, else return (nan, {}).
+def scaled_product(e: Expr) -> tuple[float, Expr | None, dict[int, Expr]] | None:
+    """Split `e` as c * s * prod_i f_i(x_i) when it factors that way, else None: c a number,
+    s the product of the factors that use run-time variables but no input (None when there are
+    none), f_i the factors of input i.
 
     Factoring lets the reference and block kernels run an einsum with an arbitrary per-input
-    map as a BLAS contraction: apply each f_i elementwise first, then contract.
-    """
+    map as a BLAS contraction: apply each f_i elementwise first, then contract, scaled by c * s
+    (a learning rate times a gradient contraction stays one GEMM)."""
     factors: dict[int, list[Expr]] = {}
+    scalars: list[Expr] = []
     coef = 1.0
     stack = [e]
     while stack:
@@ -231,8 +234,11 @@ def product_factors(e: Expr) -> tuple[float, dict[int, Expr]]:
             coef *= x.value
             continue
         hs = x.holes()
+        if not hs:  # constants and run-time variables only
+            scalars.append(x)
+            continue
         if len(hs) != 1 or x.variables():
-            return math.nan, {}
+            return None
         factors.setdefault(next(iter(hs)), []).append(x)
     out: dict[int, Expr] = {}
     for i, fs in factors.items():
@@ -240,7 +246,19 @@ def product_factors(e: Expr) -> tuple[float, dict[int, Expr]]:
         for g in fs[1:]:
             f = mul(f, g)
         out[i] = f
-    return coef, out
+    scale = None
+    for x in scalars:
+        scale = x if scale is None else mul(scale, x)
+    return coef, scale, out
+
+
+def product_factors(e: Expr) -> tuple[float, dict[int, Expr]]:
+    """Split `e` as c * prod_i f_i(x_i) with c a number (see `scaled_product`), else return
+    (nan, {})."""
+    split = scaled_product(e)
+    if split is None or split[1] is not None:
+        return math.nan, {}
+    return split[0], split[2]
 
 
 _PREC = {"add": 1, "neg": 2, "mul": 3, "div": 3, "pow": 5}
