@@ -29,6 +29,7 @@ from .frontend.functions import (
     tanh,
     where,
 )
+from .frontend.leaves import causal_mask, fill, input, ones, var, zeros
 from .frontend.nn import cross_entropy, layer_norm, log_softmax, mse, rms_norm, softmax
 from .frontend.reference import evaluate
 from .frontend.tensor import (
@@ -36,20 +37,14 @@ from .frontend.tensor import (
     astype,
     broadcast_shapes,
     build_graph,
-    causal_mask,
     concat,
     einsum,
     elementwise,
-    fill,
-    input,
     matmul,
     mean,
-    ones,
     reshape,
     stop_gradient,
     transpose,
-    var,
-    zeros,
 )
 from .frontend.tensor import slice_ as slice
 from .frontend.tensor import sum_ as sum

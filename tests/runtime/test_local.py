@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 import einrel as er
 from einrel.decompose.partition import Partition
 from einrel.devices import cores
+from einrel.frontend.leaves import var
 from einrel.frontend.reference import bind_feeds, interpret
-from einrel.frontend.tensor import var
 from einrel.ir.graph import GNode, Graph
 from einrel.runtime import LocalEngine, SimEngine
 from einrel.taskgraph.build import build_tasks

@@ -16,6 +16,7 @@ from .functions import (
     tanh,
     where,
 )
+from .leaves import causal_mask, fill, input, ones, var, zeros
 from .nn import cross_entropy, layer_norm, log_softmax, mse, rms_norm, softmax
 from .tensor import (
     Operand,
@@ -24,19 +25,15 @@ from .tensor import (
     astype,
     broadcast_shapes,
     build_graph,
-    causal_mask,
     concat,
     divide,
     einsum,
     elementwise,
-    fill,
     getitem,
-    input,
     matmul,
     mean,
     multiply,
     negative,
-    ones,
     power,
     reduce,
     reshape,
@@ -45,8 +42,6 @@ from .tensor import (
     subtract,
     sum_,
     transpose,
-    var,
-    zeros,
 )
 
 __all__ = [

@@ -27,6 +27,7 @@ from ..errors import GradError
 from ..ir import scalar as S
 from ..ir.graph import Node, toposort
 from . import tensor as F
+from .leaves import fill, zeros
 from .tensor import Tensor
 
 Cotangent = Tensor | float  # a float is the constant-filled seed d(loss)/d(loss) = 1
@@ -68,12 +69,12 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor]) -> list[Tensor]:
     out = []
     for t in targets:
         ct = done.get(id(t.node))
-        out.append(F.zeros(t.shape, t.dtype) if ct is None else _as_tensor(ct, t.node))
+        out.append(zeros(t.shape, t.dtype) if ct is None else _as_tensor(ct, t.node))
     return out
 
 
 def _as_tensor(g: Cotangent, like: Node) -> Tensor:
-    return g if isinstance(g, Tensor) else F.fill(like.shape, g, like.dtype)
+    return g if isinstance(g, Tensor) else fill(like.shape, g, like.dtype)
 
 
 def _sum(parts: list[Cotangent], n: Node) -> Cotangent:
@@ -118,10 +119,10 @@ def _pad(g: Tensor, starts: Sequence[int], full: Sequence[int]) -> Tensor:
         b = a + g.shape[d]
         pieces = []
         if a > 0:
-            pieces.append(F.zeros(g.shape[:d] + (a,) + g.shape[d + 1 :], g.dtype))
+            pieces.append(zeros(g.shape[:d] + (a,) + g.shape[d + 1 :], g.dtype))
         pieces.append(g)
         if b < n:
-            pieces.append(F.zeros(g.shape[:d] + (n - b,) + g.shape[d + 1 :], g.dtype))
+            pieces.append(zeros(g.shape[:d] + (n - b,) + g.shape[d + 1 :], g.dtype))
         g = F.concat(pieces, axis=d)
     return g
 

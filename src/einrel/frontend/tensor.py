@@ -21,15 +21,13 @@ from ..ir.einsum import make_einsum
 from ..ir.graph import (
     _SHORT,
     Concat,
-    Fill,
-    GNode,
     Graph,
     Node,
     Reshape,
     Slice,
     check_dtype,
     check_shape,
-    toposort,
+    graph_of,
 )
 
 
@@ -163,86 +161,13 @@ def build_graph(outputs: Iterable[Tensor]) -> Graph:
     for t in outs:
         if not isinstance(t, Tensor):
             raise EinrelError(f"graph outputs must be einrel Tensors, got {type(t).__name__}")
-    order = toposort(t.node for t in outs)
-    ids = {id(node): i for i, node in enumerate(order)}
-    names: dict[str, int] = {}
-    nodes: list[GNode] = []
-    for i, node in enumerate(order):
-        name = f"%{i}"
-        if node.op == "input":
-            assert node.name is not None, node  # er.input always names its node
-            name = node.name
-            if name in names:
-                raise EinrelError(
-                    f"two different graph inputs are both named {name!r}; input names must be "
-                    "unique because feeds are matched by name"
-                )
-            names[name] = i
-        nodes.append(
-            GNode(
-                i,
-                node.op,
-                tuple(ids[id(x)] for x in node.inputs),
-                node.shape,
-                node.dtype,
-                node.attrs,
-                name,
-                node.stop_grad,
-            )
-        )
-    graph = Graph(tuple(nodes), tuple(ids[id(t.node)] for t in outs))
-    clash = set(graph.variables) & set(names)
-    if clash:
-        raise EinrelError(
-            f"names used both as graph inputs and run-time variables: {sorted(clash)}"
-        )
-    return graph
+    return graph_of([t.node for t in outs])
 
 
 _L = "abcdefghijklmnopqrstuvwxyz"
 
 
 Operand = Any  # a Tensor, a Python number, or a scalar Sym (e.g. a run-time variable)
-
-
-def input(name: str, shape: Sequence[int], dtype: str = "float32") -> Tensor:
-    """A named graph input; feeds are matched by this name."""
-    if not isinstance(name, str) or not name:
-        raise EinrelError(f"input name must be a non-empty string, got {name!r}")
-    where = f"input {name!r}"
-    return Tensor(
-        Node("input", (), check_shape(shape, where), check_dtype(dtype, where), None, name)
-    )
-
-
-def fill(shape: Sequence[int], value: float, dtype: str = "float32") -> Tensor:
-    where = f"fill {value!r}"
-    return Tensor(
-        Node("fill", (), check_shape(shape, where), check_dtype(dtype, where), Fill(float(value)))
-    )
-
-
-def zeros(shape: Sequence[int], dtype: str = "float32") -> Tensor:
-    return fill(shape, 0.0, dtype)
-
-
-def ones(shape: Sequence[int], dtype: str = "float32") -> Tensor:
-    return fill(shape, 1.0, dtype)
-
-
-def causal_mask(shape: Sequence[int], dtype: str = "float32") -> Tensor:
-    """Additive causal mask: -inf strictly above the diagonal of the last two dims, else 0."""
-    shape = check_shape(shape, "causal_mask")
-    if len(shape) < 2:
-        raise ShapeError(f"causal_mask needs at least 2 dims, got shape {shape}")
-    return Tensor(
-        Node("fill", (), shape, check_dtype(dtype, "causal_mask"), Fill(-math.inf, triu=True))
-    )
-
-
-def var(name: str) -> S.Sym:
-    """A named run-time scalar (learning rate, step count): bound by the feeds at run time."""
-    return S.Sym(S.var(name))
 
 
 def einsum(

@@ -9,11 +9,11 @@ what every later stage consumes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from ..errors import ShapeError
+from ..errors import EinrelError, ShapeError
 from .einsum import Einsum
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
@@ -203,3 +203,42 @@ def toposort(roots: Iterable[Node]) -> list[Node]:
             stack.append((node, True))
             stack.extend((x, False) for x in reversed(node.inputs) if id(x) not in seen)
     return order
+
+
+def graph_of(roots: Sequence[Node]) -> Graph:
+    """The graph of every node reachable from `roots` (the outputs, in order), numbered
+    depth-first with operands in order, with input names and run-time variables checked."""
+    order = toposort(roots)
+    ids = {id(node): i for i, node in enumerate(order)}
+    names: dict[str, int] = {}
+    nodes: list[GNode] = []
+    for i, node in enumerate(order):
+        name = f"%{i}"
+        if node.op == "input":
+            assert node.name is not None, node  # er.input always names its node
+            name = node.name
+            if name in names:
+                raise EinrelError(
+                    f"two different graph inputs are both named {name!r}; input names must be "
+                    "unique because feeds are matched by name"
+                )
+            names[name] = i
+        nodes.append(
+            GNode(
+                i,
+                node.op,
+                tuple(ids[id(x)] for x in node.inputs),
+                node.shape,
+                node.dtype,
+                node.attrs,
+                name,
+                node.stop_grad,
+            )
+        )
+    graph = Graph(tuple(nodes), tuple(ids[id(r)] for r in roots))
+    clash = set(graph.variables) & set(names)
+    if clash:
+        raise EinrelError(
+            f"names used both as graph inputs and run-time variables: {sorted(clash)}"
+        )
+    return graph

@@ -6,7 +6,8 @@ options)` compiles it and compares the fused graph, the block and memory interpr
 engine with the reference. Failures raise `Mismatch` with a program that reproduces them.
 """
 
-from .cases import Case, Choices, RandomChoices, draw_case
+from .builder import Choices, RandomChoices
+from .cases import Case, draw_case
 from .differential import Mismatch, Options, check_compiled, draw_options, reference
 
 __all__ = [

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .cases import Case, Choices
+from .builder import Choices
+from .cases import Case
 
 EPS32 = float(np.finfo(np.float32).eps)
 TOL64 = 1e-9

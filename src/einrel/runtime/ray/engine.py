@@ -19,7 +19,7 @@ the next `run` starts a replacement on the same node. A kernel that raises is re
 way. A cluster that cannot be reached, or that lacks the CPUs or memory the devices ask for, is a
 `CompileError` when the engine is built (that is, from `er.compile`).
 
-Ray is imported only by this module and `ray_worker`; `import einrel` never loads it.
+Ray is imported only by this package (`runtime.ray`); `import einrel` never loads it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import os
-import socket
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -38,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ...devices import Devices, cores
+from ...devices import Devices
 from ...errors import CompileError, ExecutionError
 from ...taskgraph.cost import CostModel
 from ...taskgraph.ir import TaskGraph
@@ -56,47 +53,12 @@ except ImportError as _exc:
         "`pip install 'einrel[ray]'`"
     ) from None
 
+from .cluster import OWNERS, assign_nodes, connect
 from .worker import Runner
 
 MAX_CACHED_PLANS = 4
 # A shipped plan: (task graph, priority, cost model, key on the actors, schedule, device parts)
 _Cached = tuple[TaskGraph, "Priority", CostModel, str, "TaskSchedule", list["DevicePart"]]
-
-
-class _Owners:
-    """The handles that keep this process's shared device actors alive, by (Ray job, name).
-
-    A Ray actor lives while the handle its creator got lives (handles looked up by name do not
-    count), so the process, not any one program, must hold it: a program that created an actor
-    may close while others still use it. This is the one piece of process-wide state of the
-    Ray engine, as the Ray connection itself is.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.handles: dict[tuple[str, str], Any] = {}
-
-    def get_or_start(self, name: str, start: Any) -> Any:
-        key = (ray.get_runtime_context().get_job_id(), name)
-        with self.lock:
-            h = self.handles.get(key)
-            if h is None:
-                h = self.handles[key] = start()
-            return h
-
-    def current(self, name: str) -> Any:
-        return self.handles.get((ray.get_runtime_context().get_job_id(), name))
-
-    def drop(self, name: str, handle: Any) -> None:
-        """Forget `handle` (dead or killed) unless the name already holds a newer actor."""
-        key = (ray.get_runtime_context().get_job_id(), name)
-        with self.lock:
-            h = self.handles.get(key)
-            if h is not None and h._actor_id == handle._actor_id:
-                del self.handles[key]
-
-
-_OWNERS = _Owners()
 
 
 class RayEngine:
@@ -147,8 +109,12 @@ class RayEngine:
         self._plans: OrderedDict[int, _Cached] = OrderedDict()
         self._loaded: list[set[str]] = [set() for _ in range(self.ndev)]
         self._dead: set[int] = set()
-        self.started_ray = _connect(devs.address, self.ndev, self.cpus_per_device)
-        self.node_ids = list(nodes) if nodes is not None else self._assign_nodes()
+        self.started_ray = connect(devs.address, self.ndev, self.cpus_per_device)
+        self.node_ids = (
+            list(nodes)
+            if nodes is not None
+            else assign_nodes(self.ndev, self.cpus_per_device, self.devices.memory)
+        )
         if len(self.node_ids) != self.ndev:
             raise CompileError(f"nodes gives {len(self.node_ids)} node ids for {self.ndev} devices")
         per_node = {n: self.node_ids.count(n) for n in set(self.node_ids)}
@@ -164,45 +130,6 @@ class RayEngine:
             raise
 
     # --- actors ----------------------------------------------------------------------------------
-    def _assign_nodes(self) -> list[str]:
-        """Spread the devices evenly over the alive nodes (consecutive devices share a node),
-        within each node's CPUs and memory; the driver's node first."""
-        n, cpd, mem = self.ndev, self.cpus_per_device, self.devices.memory
-        nodes = [x for x in ray.nodes() if x.get("Alive")]
-        if not nodes:
-            raise CompileError("the Ray cluster has no alive node")
-        here = ray.get_runtime_context().get_node_id()
-        nodes.sort(key=lambda x: (x["NodeID"] != here, x["NodeID"]))
-        caps = []
-        for x in nodes:
-            res = x.get("Resources", {})
-            cap = n if cpd == 0 else int(res.get("CPU", 0) // cpd + 1e-9)
-            if mem is not None:
-                cap = min(cap, int(res.get("memory", 0) // mem))
-            caps.append(cap)
-        avail = ray.available_resources()
-        # Too small a cluster fails now; CPUs merely busy are waited for (startup_timeout_s).
-        if sum(caps) < n:
-            what = f"{cpd:g} CPU" + (f" and {mem} bytes of memory" if mem is not None else "")
-            have = ", ".join(
-                f"{x['NodeManagerAddress']}: {x.get('Resources', {}).get('CPU', 0):g} CPU, "
-                f"{x.get('Resources', {}).get('memory', 0) / 2**30:.1f} GiB"
-                for x in nodes
-            )
-            raise CompileError(
-                f"er.ray({n}): the Ray cluster lacks the resources for {n} device actors of "
-                f"{what} each (free now: {avail.get('CPU', 0.0):g} CPU; nodes: {have}). Use "
-                f"fewer devices, add nodes, or lower cpus_per_device."
-            )
-        k = len(nodes)
-        quota = [min(c, n // k + (i < n % k)) for i, c in enumerate(caps)]
-        short = n - sum(quota)
-        for i, c in enumerate(caps):  # overflow onto nodes with room to spare
-            extra = min(short, c - quota[i])
-            quota[i] += extra
-            short -= extra
-        return [nodes[i]["NodeID"] for i, q in enumerate(quota) for _ in range(q)]
-
     def _actor_names(self) -> list[str]:
         """The shared actor each device uses: the k-th einrel device of its node, for actors
         made with these options (a custom runner gets actors of its own)."""
@@ -232,7 +159,7 @@ class RayEngine:
         if self.devices.memory is not None:
             options["memory"] = self.devices.memory
         cls = ray.remote(DeviceWorker).options(**options)
-        return _OWNERS.get_or_start(
+        return OWNERS.get_or_start(
             self.names[d], lambda: cls.remote(d, self._blas, self._per_node[node], self.runner)
         )
 
@@ -268,7 +195,7 @@ class RayEngine:
                         f"{self.node_ids[d]}: {_first_line(exc)}"
                     ) from exc
                 if info is None:
-                    _OWNERS.drop(self.names[d], self.actors[d])
+                    OWNERS.drop(self.names[d], self.actors[d])
                     todo.append(d)
                 else:
                     self.info[d] = info
@@ -281,7 +208,7 @@ class RayEngine:
         """Notice actors another program of this process replaced or closed since this engine
         last ran (the owner handles say which actor holds each name now)."""
         for d, name in enumerate(self.names):
-            current = _OWNERS.current(name)
+            current = OWNERS.current(name)
             if current is None or current._actor_id != self.actors[d]._actor_id:
                 self._dead.add(d)
 
@@ -292,7 +219,7 @@ class RayEngine:
             return
         dead = sorted(self._dead)
         for d in dead:
-            _OWNERS.drop(self.names[d], self.actors[d])
+            OWNERS.drop(self.names[d], self.actors[d])
         self._acquire(dead, ExecutionError)
         self._loaded = [set() for _ in range(self.ndev)]
         self._dead.clear()
@@ -310,7 +237,7 @@ class RayEngine:
                     a.forget.remote(key)
                 if ray.get(a.detach.remote(self.engine_id), timeout=self.abort_timeout_s):
                     ray.kill(a)
-                    _OWNERS.drop(name, a)
+                    OWNERS.drop(name, a)
         if hasattr(self, "_plans"):
             self._plans.clear()
 
@@ -577,72 +504,3 @@ def _task_error(tg: TaskGraph, d: int, gid: int, message: str, tb: str) -> Execu
     if tb:
         err.add_note(f"traceback on device {d}:\n{tb.rstrip()}")
     return err
-
-
-def _connect(address: str | None, ndev: int, cpus_per_device: float) -> bool:
-    """Join (or start) the Ray runtime; True if this call started a local one."""
-    if ray.is_initialized():
-        current = ray.get_runtime_context().gcs_address
-        if address not in (None, "auto") and _host_port(address) != _host_port(current):
-            raise CompileError(
-                f"er.ray(address={address!r}): this process is already connected to the Ray "
-                f"cluster at {current}; call ray.shutdown() first to join another one"
-            )
-        return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}
-    if address is None and os.environ.get("RAY_ADDRESS"):
-        address = os.environ["RAY_ADDRESS"]  # what ray.init() itself would join
-    try:
-        if address is None:
-            ncpu = max(cores(), int(-(-ndev * cpus_per_device // 1)))
-            ray.init(num_cpus=ncpu, **kwargs)
-            return True
-        _check_reachable(address)
-        ray.init(address=address, **kwargs)
-    except CompileError:
-        raise
-    except Exception as exc:
-        raise CompileError(
-            _unreachable(address, f"{type(exc).__name__}: {str(exc).rstrip('.')}")
-        ) from exc
-    return False
-
-
-def _unreachable(address: str | None, why: str) -> str:
-    return (
-        f"er.ray(address={address!r}): cannot reach the Ray cluster: {why}. Start one with "
-        f"`ray start --head` (and `ray start --address=HEAD_IP:6379` on the other machines), "
-        f"or pass address=None for a local cluster."
-    )
-
-
-def _host_port(address: str) -> tuple[str, int] | None:
-    """("host", port) of a GCS address "host:port" (port 6379 when omitted); None otherwise."""
-    if "://" in address:
-        return None
-    host, _, port = address.rpartition(":") if ":" in address else (address, "", "6379")
-    try:
-        return socket.gethostbyname(host), int(port)
-    except (OSError, ValueError):
-        return None
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on an address nobody listens on (Ray itself retries for minutes)."""
-    target = address
-    if address == "auto":
-        try:
-            from ray._private.services import canonicalize_bootstrap_address
-
-            target = canonicalize_bootstrap_address(address) or address
-        except Exception:
-            return  # let ray.init report that it found no cluster
-    if "://" in target:
-        return  # Ray Client addresses ("ray://host:10001"): ray.init has its own timeout
-    hp = _host_port(target)
-    if hp is None:
-        raise CompileError(_unreachable(address, f"{target!r} is not a host:port address"))
-    try:
-        socket.create_connection(hp, timeout=timeout_s).close()
-    except OSError as exc:
-        raise CompileError(_unreachable(address, f"{hp[0]}:{hp[1]}: {exc}")) from exc
