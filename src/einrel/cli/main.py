@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -94,29 +94,20 @@ def demo(
         _positive(devices, "--devices")
         _positive(runs, "--runs")
         _check_names(partitioner, placer)
+        common: dict[str, Any] = dict(
+            devices=devices,
+            partitioner=partitioner,
+            placer=placer,
+            dtype=dtype or "float32",
+            runs=runs,
+            seed=seed,
+        )
         if engine == "ray":
             from ..demos.ray import ray_demo
 
-            code = ray_demo(
-                size,
-                devices=devices,
-                partitioner=partitioner,
-                placer=placer,
-                dtype=dtype or "float32",
-                runs=runs,
-                seed=seed,
-            )
+            code = ray_demo(size, **common)
         else:
-            code = run(
-                size,
-                devices=devices,
-                partitioner=partitioner,
-                placer=placer,
-                dtype=dtype or "float32",
-                runs=runs,
-                trace=trace or None,
-                seed=seed,
-            )
+            code = run(size, trace=trace or None, **common)
     if code:
         raise typer.Exit(code)
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from ..errors import CompileError
 from ..ir.graph import Graph
+from ..options import Strategy, resolve
 from .baselines import data_parallel, largest_dim, model_parallel, whole
 from .chunks import chunks_partitioner
 from .eindecomp import eindecomp
@@ -25,7 +25,7 @@ Decomposition = dict[int, Partition]
 
 
 @dataclasses.dataclass(frozen=True)
-class Partitioner:
+class Partitioner(Strategy):
     """Base of every partitioner: `partitioner(graph, ndev)` -> a partition per node."""
 
     name: ClassVar[str] = ""
@@ -33,19 +33,6 @@ class Partitioner:
 
     def __call__(self, graph: Graph, ndev: int) -> Decomposition:
         return type(self).function(graph, ndev, **self.options())
-
-    def options(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def __str__(self) -> str:
-        """The name, with the options that differ from their defaults."""
-        changed = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) != f.default
-        }
-        opts = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        return f"{self.name}({opts})" if opts else self.name
 
 
 def _partitioner(cls_name: str, name: str, fn: Callable[..., Decomposition]) -> type[Partitioner]:
@@ -82,23 +69,4 @@ PARTITIONERS: Mapping[str, type[Partitioner]] = MappingProxyType(
 def get_partitioner(spec: str | Partitioner, **options: Any) -> Partitioner:
     """The partitioner `spec` names (or `spec` itself), with `options` set; unknown names and
     options raise CompileError listing the valid ones."""
-    if isinstance(spec, Partitioner):
-        cls: type[Partitioner] = type(spec)
-        base = spec.options()
-    else:
-        found = PARTITIONERS.get(spec) if isinstance(spec, str) else None
-        if found is None:
-            raise CompileError(
-                f"unknown partitioner {spec!r}; valid names: {', '.join(PARTITIONERS)}"
-            )
-        cls, base = found, {}
-    valid = [f.name for f in dataclasses.fields(cls)]
-    bad = sorted(set(options) - set(valid))
-    if bad:
-        raise CompileError(
-            f"partitioner {cls.name!r} has no option(s) {bad}; its options: "
-            f"{', '.join(valid) or 'none'}"
-        )
-    if not options and isinstance(spec, Partitioner):
-        return spec
-    return cls(**{**base, **options})
+    return resolve("partitioner", Partitioner, PARTITIONERS, spec, options)

@@ -13,7 +13,6 @@ unknown names and options are a CompileError that lists the valid ones.
 
 from __future__ import annotations
 
-import dataclasses
 import random as _random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from ..errors import CompileError
+from ..options import Strategy, resolve
 from ..taskgraph.ir import TaskGraph
 from .dag import PlaceGraph, check_ndev
 from .listsched import critical_path, heft
@@ -32,26 +32,13 @@ LEAVES = ("input", "fill")
 
 
 @dataclass(frozen=True)
-class Placer:
+class Placer(Strategy):
     """Base of every placer: `placer(graph, ndev, seed)` -> device per op."""
 
     name: ClassVar[str] = ""
 
     def __call__(self, graph: PlaceGraph, ndev: int, seed: int = 0) -> list[int]:
         raise NotImplementedError
-
-    def options(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def __str__(self) -> str:
-        """The name, with the options that differ from their defaults."""
-        changed = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) != f.default
-        }
-        opts = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        return f"{self.name}({opts})" if opts else self.name
 
 
 @dataclass(frozen=True)
@@ -223,23 +210,7 @@ PLACERS: Mapping[str, type[Placer]] = MappingProxyType(
 def get_placer(spec: str | Placer, **options: Any) -> Placer:
     """The placer `spec` names (or `spec` itself), with `options` set; unknown names and
     options raise CompileError listing the valid ones."""
-    if isinstance(spec, Placer):
-        cls: type[Placer] = type(spec)
-        base = spec.options()
-    else:
-        found = PLACERS.get(spec) if isinstance(spec, str) else None
-        if found is None:
-            raise CompileError(f"unknown placer {spec!r}; valid placers: {', '.join(PLACERS)}")
-        cls, base = found, {}
-    valid = [f.name for f in dataclasses.fields(cls)]
-    bad = sorted(set(options) - set(valid))
-    if bad:
-        raise CompileError(
-            f"placer {cls.name!r} has no option(s) {bad}; its options: {', '.join(valid) or 'none'}"
-        )
-    if not options and isinstance(spec, Placer):
-        return spec
-    return cls(**{**base, **options})
+    return resolve("placer", Placer, PLACERS, spec, options)
 
 
 def to_place_graph(tg: TaskGraph, cost_model: Any) -> PlaceGraph:
