@@ -21,6 +21,8 @@ is one GEMM that accumulates into the new weight (no pass over the gradient, non
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from . import scalar as S
 from .einsum import Einsum
 from .graph import GNode, Graph
@@ -112,26 +114,35 @@ def fuse_elementwise(graph: Graph) -> Graph:
         ops[n.id], ins[n.id] = op, srcs
     if not absorbed:
         return fold_updates(graph)
+    return fold_updates(_rebuild(graph, absorbed, {i: (op, ins[i]) for i, op in ops.items()}))
+
+
+def _rebuild(
+    graph: Graph, gone: set[int], changed: Mapping[int, tuple[Einsum, tuple[int, ...]]]
+) -> Graph:
+    """`graph` without the nodes `gone`, with the einsum and operands of the nodes `changed`
+    replaced, renumbered in order."""
     new_id: dict[int, int] = {}
     nodes: list[GNode] = []
     for n in graph.nodes:
-        if n.id in absorbed:
+        if n.id in gone:
             continue
         i = len(nodes)
         new_id[n.id] = i
+        attrs, inputs = changed.get(n.id, (n.attrs, n.inputs))
         nodes.append(
             GNode(
                 i,
                 n.op,
-                tuple(new_id[j] for j in ins.get(n.id, n.inputs)),
+                tuple(new_id[j] for j in inputs),
                 n.shape,
                 n.dtype,
-                ops.get(n.id, n.attrs),
+                attrs,
                 n.name if n.op == "input" else f"%{i}",
                 n.stop_grad,
             )
         )
-    return fold_updates(Graph(tuple(nodes), tuple(new_id[i] for i in graph.outputs)))
+    return Graph(tuple(nodes), tuple(new_id[i] for i in graph.outputs))
 
 
 def _update_of(op: Einsum) -> tuple[int, S.Expr] | None:
@@ -188,26 +199,4 @@ def fold_updates(graph: Graph) -> Graph:
     if not folds:
         return graph
     gone = {g for g, _, _ in folds.values()}
-    new_id: dict[int, int] = {}
-    nodes: list[GNode] = []
-    for n in graph.nodes:
-        if n.id in gone:
-            continue
-        i = len(nodes)
-        new_id[n.id] = i
-        attrs, inputs = n.attrs, n.inputs
-        if n.id in folds:
-            _, attrs, inputs = folds[n.id]
-        nodes.append(
-            GNode(
-                i,
-                n.op,
-                tuple(new_id[j] for j in inputs),
-                n.shape,
-                n.dtype,
-                attrs,
-                n.name if n.op == "input" else f"%{i}",
-                n.stop_grad,
-            )
-        )
-    return Graph(tuple(nodes), tuple(new_id[i] for i in graph.outputs))
+    return _rebuild(graph, gone, {u: (op, ins) for u, (_, op, ins) in folds.items()})
