@@ -314,7 +314,11 @@ def _mlp() -> list[er.Tensor]:
         ({"memory_limit": float("nan")}, r"memory_limit: a budget must be a finite number"),
         ({"memory_limit": float("inf")}, r"memory_limit: a budget must be a finite number"),
         ({"memory_limit": "1e999"}, r"memory_limit: cannot read '1e999'"),
-        ({"devices": er.cpu(2, memory=None), "engine_options": {"seed": 1}}, r"memory engine"),
+        (
+            {"devices": er.cpu(2, memory=None), "engine_options": {"seed": 1}},
+            r"\['seed'\] for the local engine; valid: .*reuse_buffers; they apply to the memory",
+        ),
+        ({"engine_options": {"runner": print}}, r"\['runner'\] for the local engine"),
     ],
 )
 def test_bad_compile_options_fail_at_compile_time(kwargs, pattern):

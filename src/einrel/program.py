@@ -346,8 +346,6 @@ def _engine_class(kind: str) -> Any:
 
 def _check_engine(kind: str, priority: Any, options: Mapping[str, Any]) -> None:
     """An unknown priority or engine option fails now, naming what the engine accepts."""
-    import inspect
-
     from .runtime.core import TASK_PRIORITIES as CORE
     from .runtime.mem.schedule import MEM_PRIORITIES as MEMORY
 
@@ -356,19 +354,28 @@ def _check_engine(kind: str, priority: Any, options: Mapping[str, Any]) -> None:
         raise CompileError(
             f"unknown priority {priority!r} for the {kind} engine; expected one of {valid}"
         )
-    if kind == "local" and options:
-        raise CompileError(
-            f"engine options {sorted(options)} apply to the memory engine; set a memory budget "
-            "(memory_limit=... or er.cpu(n, memory=...)) to use it"
-        )
-    params = inspect.signature(_engine_class(kind).__init__).parameters
-    taken = {"self", "ndev", "devices", "priority", "cost_model"}
-    allowed = [p for p, v in params.items() if p not in taken and v.kind is not v.VAR_KEYWORD]
+    allowed = _engine_options(kind)
     bad = sorted(set(options) - set(allowed))
     if bad:
+        hint = ""
+        if kind == "local" and set(bad) <= set(_engine_options("memory")):
+            hint = (
+                "; they apply to the memory engine: set a memory budget "
+                "(memory_limit=... or er.cpu(n, memory=...)) to use it"
+            )
         raise CompileError(
-            f"unknown engine option(s) {bad} for the {kind} engine; valid: {', '.join(allowed)}"
+            f"unknown engine option(s) {bad} for the {kind} engine; "
+            f"valid: {', '.join(allowed)}{hint}"
         )
+
+
+def _engine_options(kind: str) -> list[str]:
+    """The keyword options `engine_options` may give the engine of `kind`."""
+    import inspect
+
+    params = inspect.signature(_engine_class(kind).__init__).parameters
+    taken = {"self", "ndev", "devices", "priority", "cost_model", "runner"}  # runner: tests' hook
+    return [p for p, v in params.items() if p not in taken and v.kind is not v.VAR_KEYWORD]
 
 
 def _engine(
@@ -382,7 +389,7 @@ def _engine(
         from .runtime.core import task_priority
         from .runtime.local import LocalEngine
 
-        return LocalEngine(devs.n, priority=task_priority(priority), cost_model=model)
+        return LocalEngine(devs.n, priority=task_priority(priority), cost_model=model, **options)
     if devs.kind == "gpu":
         from .runtime.backends.torch_arenas import cuda_available
         from .runtime.gpu import GpuEngine

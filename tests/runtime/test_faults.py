@@ -44,12 +44,13 @@ def failing_at(bad: int, delay: float = 0.0) -> Runner:
         args: Sequence[np.ndarray],
         inputs: Mapping[int, np.ndarray],
         v: Mapping[str, float],
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         if t.id == bad:
             raise ValueError("injected kernel failure")
         if delay:
             time.sleep(delay)
-        return run_task(t, args, inputs, v)
+        return run_task(t, args, inputs, v, out)
 
     return runner
 
@@ -87,9 +88,9 @@ def test_failure_stops_the_run_promptly() -> None:
     started: list[int] = []
     fail = failing_at(first_apply, delay=0.01)
 
-    def runner(t: Task, *rest: Any) -> np.ndarray:
+    def runner(t: Task, *rest: Any, **kw: Any) -> np.ndarray:
         started.append(t.id)
-        return fail(t, *rest)
+        return fail(t, *rest, **kw)
 
     eng = LocalEngine(2, runner=runner, priority="given")
     with pytest.raises(er.ExecutionError, match=f"t{first_apply} "):

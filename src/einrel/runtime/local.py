@@ -10,26 +10,35 @@ running compute tasks at the core count, so `cpu(4)` on 2 cores does not oversub
 is a scheduling rule rather than a semaphore: a freed core goes to the best ready task of any
 device. Only one engine should run at a time in a process (the BLAS setting is global).
 
+Buffers. Blocks that the kernels compute into (applies, aggregations, moves, assembles) get
+their buffer from the engine's `BlockPool`, so a repeated step reuses last run's dead blocks
+instead of faulting in fresh pages; `reuse_buffers=False` allocates every block anew, and
+`close()` releases the pool.
+
 Times in the event log are the driver's clock: a task's start is its dispatch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..devices import cores
 from ..errors import ExecutionError
+from ..kernels import storage_dtype
 from ..taskgraph.cost import CostModel
-from ..taskgraph.interpret import run_task
-from ..taskgraph.ir import Task, TaskGraph
+from ..taskgraph.interpret import Runner, run_task
+from ..taskgraph.ir import TaskGraph
 from .core import Core, Priority, TaskSchedule, make_task_schedule
 from .driver import ThreadDriver, WorkBase
 from .engine import RunResult
+from .pool import BlockPool
 
-Runner = Callable[[Task, Sequence[np.ndarray], Mapping[int, np.ndarray], Mapping[str, float]], Any]
+# Task kinds whose rule writes its block into a given buffer (input and reshape blocks are
+# views of a feed or of another block, fills are small).
+POOLED = frozenset({"apply", "agg", "move", "assemble"})
 
 
 class _TaskRun(WorkBase):
@@ -43,6 +52,7 @@ class _TaskRun(WorkBase):
         inputs: Mapping[int, np.ndarray],
         variables: Mapping[str, float],
         runner: Runner,
+        pool: BlockPool | None,
     ) -> None:
         self.tasks = tg.tasks
         self.core = core
@@ -50,19 +60,31 @@ class _TaskRun(WorkBase):
         self.inputs = inputs
         self.variables = variables
         self.runner = runner
+        self.pool = pool
         self.values: list[Any] = [None] * len(tg.tasks)
 
     def dispatch(self, now: float) -> list[tuple[int, int]]:
         return self.core.dispatch(now)
 
+    def claim(self, t: int, slot: int) -> Any:
+        task = self.tasks[t]
+        if self.pool is None or task.kind not in POOLED:
+            return None
+        return self.pool.take(task.shape, storage_dtype(task.dtype))
+
     def execute(self, t: int, slot: int, token: Any) -> Any:
         task = self.tasks[t]
-        return self.runner(task, [self.values[i] for i in task.inputs], self.inputs, self.variables)
+        args = [self.values[i] for i in task.inputs]
+        return self.runner(task, args, self.inputs, self.variables, out=token)
 
     def finish(self, t: int, slot: int, result: Any, now: float) -> None:
-        values = self.values
+        values, pool = self.values, self.pool
         values[t] = result
+        if pool is not None:
+            pool.hold(result)
         for i in self.core.complete(t, slot, now):
+            if pool is not None:
+                pool.drop(values[i])
             values[i] = None
 
     @property
@@ -84,6 +106,7 @@ class LocalEngine:
         cost_model: CostModel | None = None,
         max_running: int | None = None,
         runner: Runner | None = None,
+        reuse_buffers: bool = True,
     ) -> None:
         if ndev < 1 or workers_per_device < 1:
             raise ValueError(
@@ -97,6 +120,7 @@ class LocalEngine:
         self.max_running = max_running if max_running is not None else ncores
         self.blas_threads = max(1, ncores // (ndev * workers_per_device))
         self.runner: Runner = runner if runner is not None else run_task
+        self.pool = BlockPool() if reuse_buffers else None
         self._plan: tuple[TaskGraph, Priority, CostModel, TaskSchedule] | None = None
         self._blas: Any = None
 
@@ -126,10 +150,14 @@ class LocalEngine:
         node id. Raises ExecutionError naming the task and node if a kernel fails."""
         plan = self.plan(tg)
         core = Core(plan, self.workers_per_device, self.max_running, record=trace)
-        run = _TaskRun(tg, core, inputs, dict(variables or {}), self.runner)
+        run = _TaskRun(tg, core, inputs, dict(variables or {}), self.runner, self.pool)
         driver = ThreadDriver(run)
-        with self._blas_limit():
-            wall = driver.run()
+        try:
+            with self._blas_limit():
+                wall = driver.run()
+        finally:
+            if self.pool is not None:
+                self.pool.end_run()
         if driver.error is not None:
             t, exc = driver.error
             raise _execution_error(tg, t, exc) from exc
@@ -143,6 +171,11 @@ class LocalEngine:
             busy_s=dict(enumerate(core.busy)),
             events=core.events or [],
         )
+
+    def close(self) -> None:
+        """Release the buffers kept for the next run."""
+        if self.pool is not None:
+            self.pool.clear()
 
     def evaluate(self, tg: TaskGraph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """Convenience: bind named feeds, run, and tile the graph outputs."""

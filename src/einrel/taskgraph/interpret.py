@@ -4,7 +4,7 @@ tiles graph outputs from their blocks."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -15,14 +15,29 @@ from .execute import execute
 from .ir import Task, TaskGraph
 
 
+class Runner(Protocol):
+    """What an engine calls to compute one block (`run_task`, or a test's wrapper of it)."""
+
+    def __call__(
+        self,
+        t: Task,
+        args: Sequence[np.ndarray],
+        inputs: Mapping[int, np.ndarray],
+        variables: Mapping[str, float],
+        out: np.ndarray | None = None,
+    ) -> Any: ...
+
+
 def run_task(
     t: Task,
     args: Sequence[np.ndarray],
     inputs: Mapping[int, np.ndarray],
     variables: Mapping[str, float],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Execute one task on numpy blocks (`inputs` holds whole graph-input arrays by node id)."""
-    return execute(NUMPY, t, args, inputs, variables)
+    """Execute one task on numpy blocks (`inputs` holds whole graph-input arrays by node id),
+    into `out` when given."""
+    return execute(NUMPY, t, args, inputs, variables, out)
 
 
 def assemble_outputs(tg: TaskGraph, value: Mapping[int, np.ndarray]) -> list[np.ndarray]:

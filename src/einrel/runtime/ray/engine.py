@@ -53,8 +53,8 @@ except ImportError as _exc:
         "`pip install 'einrel[ray]'`"
     ) from None
 
+from ...taskgraph.interpret import Runner
 from .cluster import OWNERS, assign_nodes, connect
-from .worker import Runner
 
 MAX_CACHED_PLANS = 4
 # A shipped plan: (task graph, priority, cost model, key on the actors, schedule, device parts)

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,12 +35,9 @@ import ray
 from ray.exceptions import GetTimeoutError
 
 from ...devices import cores
-from ...taskgraph.interpret import run_task
-from ...taskgraph.ir import Task
+from ...taskgraph.interpret import Runner, run_task
 from ..driver import ThreadDriver, WorkBase
 from .plan import DeviceCore, DevicePart
-
-Runner = Callable[[Task, Sequence[np.ndarray], Mapping[int, np.ndarray], Mapping[str, float]], Any]
 
 FETCH_POLL_S = 0.2  # how often a move waiting on a remote block checks for an abort
 # Blocks up to this size travel inside the delivering call (Ray inlines small arguments in the
