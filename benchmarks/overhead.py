@@ -19,7 +19,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,19 @@ import numpy as np
 from einrel.devices import cores
 from einrel.runtime import LocalEngine
 from einrel.runtime.synthetic import chain_taskgraph, wide_taskgraph
-from einrel.taskgraph.interpret import run_task
+from einrel.taskgraph.interpret import Runner, run_task
 from einrel.taskgraph.ir import Task, TaskGraph
 
 RESULTS = Path(__file__).resolve().parent / "results"
-Kernel = Callable[[Task, Sequence[Any], Mapping[int, np.ndarray], Mapping[str, float]], Any]
+Kernel = Runner
 
 
 def null_kernel(
-    t: Task, args: Sequence[Any], inputs: Mapping[int, np.ndarray], v: Mapping[str, float]
+    t: Task,
+    args: Sequence[Any],
+    inputs: Mapping[int, np.ndarray],
+    v: Mapping[str, float],
+    out: np.ndarray | None = None,
 ) -> Any:
     return args[0] if args else inputs[t.node]
 

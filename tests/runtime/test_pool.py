@@ -9,53 +9,63 @@ from einrel.runtime.local import LocalEngine
 from einrel.runtime.pool import BlockPool
 
 F32 = np.dtype(np.float32)
+BIG, BIG_T, OTHER = (256, 512), (512, 256), (512, 512)  # over MIN_BYTES in float32
 
 
 def test_a_buffer_returns_with_its_last_user() -> None:
     pool = BlockPool()
-    a = pool.take((4, 6), F32)
+    a = pool.take(BIG, F32)
+    assert a is not None
     pool.hold(a)
-    view = a.reshape(6, 4)  # a reshape block shares the buffer
+    view = a.reshape(BIG_T)  # a reshape block shares the buffer
     pool.hold(view)
     pool.drop(a)
-    assert pool.take((4, 6), F32) is not a  # the view still uses it
+    assert pool.take(BIG, F32) is not a  # the view still uses it
     pool.drop(view)
-    assert pool.take((4, 6), F32) is a
+    assert pool.take(BIG, F32) is a
 
 
 def test_outputs_are_forgotten_and_idle_buffers_dropped() -> None:
     pool = BlockPool()
-    out, dead = pool.take((3,), F32), pool.take((5,), F32)
+    out, dead = pool.take(BIG, F32), pool.take(OTHER, F32)
+    assert out is not None and dead is not None
     pool.hold(out)
     pool.hold(dead)
     pool.drop(dead)
     pool.end_run()  # `out` is the caller's now
     assert pool.nbytes == dead.nbytes
-    assert pool.take((3,), F32) is not out
-    assert pool.take((2,), F32) is not dead  # another shape gets a new buffer
+    assert pool.take(BIG, F32) is not out
+    assert pool.take(BIG_T, F32) is not dead  # another shape gets a new buffer
     pool.end_run()  # `dead` was on offer for a whole run and nobody took it
     assert pool.nbytes == 0
-    assert pool.take((5,), F32) is not dead
+    assert pool.take(OTHER, F32) is not dead
+
+
+def test_small_blocks_are_left_to_malloc() -> None:
+    pool = BlockPool()
+    assert pool.take((4, 6), F32) is None
 
 
 def test_foreign_arrays_are_ignored() -> None:
     pool = BlockPool()
-    feed = np.ones(4, np.float32)
+    assert pool.take(BIG, F32) is not None
+    feed = np.ones(BIG, np.float32)
     pool.hold(feed[1:])
     pool.drop(feed[1:])
     pool.hold(3.0)
+    pool.end_run()
     assert pool.nbytes == 0
 
 
 def test_repeated_runs_reuse_blocks_and_keep_earlier_results() -> None:
-    x = er.input("x", (64, 32), "float64")
-    w = er.input("w", (32, 48), "float64")
+    x = er.input("x", (512, 256), "float64")
+    w = er.input("w", (256, 384), "float64")
     h = er.relu(x @ w)
     loss = er.sum(h * h)
     gw = er.grad(loss, [w])[0]
     prog = er.compile([h.T @ h, w - 0.1 * gw], devices=er.cpu(2))
     rng = np.random.default_rng(0)
-    feeds = {"x": rng.standard_normal((64, 32)), "w": rng.standard_normal((32, 48))}
+    feeds = {"x": rng.standard_normal((512, 256)), "w": rng.standard_normal((256, 384))}
     want = er.evaluate([h.T @ h, w - 0.1 * gw], feeds)
     first = prog.run(feeds)
     engine = prog.engine

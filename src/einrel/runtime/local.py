@@ -12,15 +12,15 @@ device. Only one engine should run at a time in a process (the BLAS setting is g
 
 Buffers. Blocks that the kernels compute into (applies, aggregations, moves, assembles) get
 their buffer from the engine's `BlockPool`, so a repeated step reuses last run's dead blocks
-instead of faulting in fresh pages; `reuse_buffers=False` allocates every block anew, and
-`close()` releases the pool.
+instead of faulting in fresh pages (blocks of `pool_min_bytes` and more); `reuse_buffers=False`
+allocates every block anew, and `close()` releases the pool.
 
 Times in the event log are the driver's clock: a task's start is its dispatch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from ..taskgraph.ir import TaskGraph
 from .core import Core, Priority, TaskSchedule, make_task_schedule
 from .driver import ThreadDriver, WorkBase
 from .engine import RunResult
-from .pool import BlockPool
+from .pool import MIN_BYTES, BlockPool
 
 # Task kinds whose rule writes its block into a given buffer (input and reshape blocks are
 # views of a feed or of another block, fills are small).
@@ -53,6 +53,7 @@ class _TaskRun(WorkBase):
         variables: Mapping[str, float],
         runner: Runner,
         pool: BlockPool | None,
+        pooled: Sequence[bool],
     ) -> None:
         self.tasks = tg.tasks
         self.core = core
@@ -61,15 +62,16 @@ class _TaskRun(WorkBase):
         self.variables = variables
         self.runner = runner
         self.pool = pool
+        self.pooled = pooled
         self.values: list[Any] = [None] * len(tg.tasks)
 
     def dispatch(self, now: float) -> list[tuple[int, int]]:
         return self.core.dispatch(now)
 
     def claim(self, t: int, slot: int) -> Any:
-        task = self.tasks[t]
-        if self.pool is None or task.kind not in POOLED:
+        if self.pool is None or not self.pooled[t]:
             return None
+        task = self.tasks[t]
         return self.pool.take(task.shape, storage_dtype(task.dtype))
 
     def execute(self, t: int, slot: int, token: Any) -> Any:
@@ -107,6 +109,7 @@ class LocalEngine:
         max_running: int | None = None,
         runner: Runner | None = None,
         reuse_buffers: bool = True,
+        pool_min_bytes: int = MIN_BYTES,
     ) -> None:
         if ndev < 1 or workers_per_device < 1:
             raise ValueError(
@@ -120,8 +123,9 @@ class LocalEngine:
         self.max_running = max_running if max_running is not None else ncores
         self.blas_threads = max(1, ncores // (ndev * workers_per_device))
         self.runner: Runner = runner if runner is not None else run_task
-        self.pool = BlockPool() if reuse_buffers else None
+        self.pool = BlockPool(pool_min_bytes) if reuse_buffers else None
         self._plan: tuple[TaskGraph, Priority, CostModel, TaskSchedule] | None = None
+        self._pooled: tuple[TaskGraph, list[bool]] | None = None
         self._blas: Any = None
 
     def plan(self, tg: TaskGraph) -> TaskSchedule:
@@ -131,6 +135,14 @@ class LocalEngine:
             plan = make_task_schedule(tg, self.ndev, self.priority, self.cost_model.task_seconds)
             c = self._plan = (tg, self.priority, self.cost_model, plan)
         return c[3]
+
+    def pooled(self, tg: TaskGraph) -> list[bool]:
+        """Which tasks of `tg` compute into a pool buffer, kept for the last graph."""
+        c = self._pooled
+        if c is None or c[0] is not tg:
+            least = self.pool.min_bytes if self.pool is not None else 0
+            c = self._pooled = (tg, [t.kind in POOLED and t.nbytes >= least for t in tg.tasks])
+        return c[1]
 
     def _blas_limit(self) -> Any:
         if self._blas is None:
@@ -150,7 +162,9 @@ class LocalEngine:
         node id. Raises ExecutionError naming the task and node if a kernel fails."""
         plan = self.plan(tg)
         core = Core(plan, self.workers_per_device, self.max_running, record=trace)
-        run = _TaskRun(tg, core, inputs, dict(variables or {}), self.runner, self.pool)
+        run = _TaskRun(
+            tg, core, inputs, dict(variables or {}), self.runner, self.pool, self.pooled(tg)
+        )
         driver = ThreadDriver(run)
         try:
             with self._blas_limit():

@@ -9,16 +9,20 @@ A buffer goes back to the pool when no live block uses it any more: a block may 
 another (a reshape), so the pool counts the blocks that share each buffer. Buffers still in use
 when a run ends (its outputs, which now belong to the caller) are forgotten, never reused. The
 pool keeps no more than a run returned to it: a buffer that sat unused for a whole run is
-dropped. Not thread-safe: the engine calls it under its driver's lock.
+dropped. Small blocks are left to malloc, which recycles them without faults; for them the
+pool is not worth its bookkeeping. Not thread-safe: the engine calls it under its driver's lock.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 Key = tuple[tuple[int, ...], np.dtype]
+
+MIN_BYTES = 256 * 1024  # glibc's malloc serves smaller blocks from its heap
 
 
 def _root(a: np.ndarray) -> np.ndarray:
@@ -31,16 +35,20 @@ def _root(a: np.ndarray) -> np.ndarray:
 class BlockPool:
     """Reusable C-contiguous numpy buffers by (shape, dtype), with per-buffer block counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_bytes: int = MIN_BYTES) -> None:
+        self.min_bytes = min_bytes
         self.free: dict[Key, list[np.ndarray]] = {}  # freed during this run
         self.spare: dict[Key, list[np.ndarray]] = {}  # freed during the last run, not yet reused
         self.users: dict[int, int] = {}  # id(buffer) -> live blocks on it
         self.owned: dict[int, np.ndarray] = {}  # id(buffer) -> buffer, while some run uses it
         self.reused = 0
 
-    def take(self, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
-        """A buffer for a block about to be computed: a dead one of that shape, else a new one."""
+    def take(self, shape: Sequence[int], dtype: np.dtype) -> np.ndarray | None:
+        """A buffer for a block about to be computed: a dead one of that shape, else a new one;
+        None for a small block (the kernel allocates it)."""
         key = (tuple(shape), np.dtype(dtype))
+        if math.prod(key[0]) * key[1].itemsize < self.min_bytes:
+            return None
         stack = self.free.get(key) or self.spare.get(key)
         if stack:
             buf = stack.pop()
@@ -53,14 +61,14 @@ class BlockPool:
 
     def hold(self, block: object) -> None:
         """A finished block: if it lives on a pool buffer, that buffer has one more user."""
-        if isinstance(block, np.ndarray):
+        if self.owned and isinstance(block, np.ndarray):
             k = id(_root(block))
             if k in self.owned:
                 self.users[k] += 1
 
     def drop(self, block: object) -> None:
         """A block no task reads any more; its buffer returns to the pool with its last user."""
-        if not isinstance(block, np.ndarray):
+        if not self.owned or not isinstance(block, np.ndarray):
             return
         root = _root(block)
         k = id(root)

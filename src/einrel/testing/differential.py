@@ -60,6 +60,7 @@ class Options:
     seed: int = 0
     ray: bool = False
     chunks: tuple[tuple[str, Any], ...] | None = None  # for partitioner "chunks"
+    pool_min_bytes: int | None = None  # the local engine's; 0 pools every block of a tiny case
 
     def kwargs(self) -> dict[str, Any]:
         import einrel as er
@@ -77,6 +78,8 @@ class Options:
             kw["memory_limit"] = self.budget
         if self.chunks is not None:
             kw["chunks"] = dict(self.chunks)
+        if self.pool_min_bytes is not None:
+            kw["engine_options"] = {"pool_min_bytes": self.pool_min_bytes}
         return kw
 
     def source(self) -> str:
@@ -91,6 +94,8 @@ class Options:
             args.append(f"memory_limit={self.budget}")
         if self.chunks is not None:
             args.append(f"chunks={dict(self.chunks)!r}")
+        if self.pool_min_bytes is not None:
+            args.append(f"engine_options={{'pool_min_bytes': {self.pool_min_bytes}}}")
         return f"prog = er.compile(outs, {', '.join(args)})"
 
 
@@ -122,6 +127,7 @@ def draw_options(ch: Choices, case: Case | None = None, ray: bool = False) -> Op
         budget=None if engine == "local" or ray else -ch.integer(1, 111),
         seed=ch.integer(0, 3),
         ray=ray,
+        pool_min_bytes=0 if engine == "local" and not ray and ch.coin(0.5) else None,
     )
 
 
@@ -309,7 +315,7 @@ tasks = build_tasks(graph, dec)
 placed = place_tasks(tasks, {devices}, {ndev})
 inputs, variables = bind_feeds(graph, feeds)
 print("blocks", interpret_tasks(placed, feeds))
-local = LocalEngine({ndev}, priority={priority!r})
+local = LocalEngine({ndev}, priority={priority!r}, pool_min_bytes=0)
 for run in ("local engine", "again"):
     print(run, assemble_outputs(placed, local.run(placed, inputs, variables).values))
 planned = reorder(placed)
@@ -386,7 +392,7 @@ def check_blocks(ref: Reference, ch: Choices) -> None:
     inputs, variables = bind_feeds(graph, ref.feeds)
     with np.errstate(all="ignore"):
         ref.check(interpret_tasks(placed, ref.feeds), "block interpreter", program)
-        local = LocalEngine(ndev, priority=priority)
+        local = LocalEngine(ndev, priority=priority, pool_min_bytes=0)
         first = local.run(placed, inputs, variables).values
         ref.check(assemble_outputs(placed, first), "local engine", program)
         again = local.run(placed, inputs, variables).values  # on the first run's dead buffers
