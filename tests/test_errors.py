@@ -316,7 +316,7 @@ def _mlp() -> list[er.Tensor]:
         ({"memory_limit": "1e999"}, r"memory_limit: cannot read '1e999'"),
         (
             {"devices": er.cpu(2, memory=None), "engine_options": {"seed": 1}},
-            r"\['seed'\] for the local engine; valid: .*reuse_buffers; they apply to the memory",
+            r"\['seed'\] for the local engine; valid: .*pool_min_bytes; they apply to the memory",
         ),
         ({"engine_options": {"runner": print}}, r"\['runner'\] for the local engine"),
     ],
