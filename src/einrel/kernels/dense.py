@@ -18,6 +18,7 @@ import opt_einsum
 from ..ir import scalar as S
 from ..ir.einsum import Einsum
 from ..ir.graph import Fill
+from .blas import finish3, gemm
 from .dtypes import _STORAGE, compute_dtype, finish
 from .fused import _fuse, _fused, _views
 
@@ -205,11 +206,9 @@ def contract2(
         init3 = np.transpose(init, [out.index(c) for c in order]).reshape(shape3)
     # Without a reduced label it is an outer product per batch: one multiply, no K=1 GEMM.
     if not red:
-        res = _finish3(np.multiply(am, bm, out=into), alpha, init3)
-    elif am.dtype == np.float32 and TORCH_SGEMM and am.size * bm.shape[-1] >= TORCH_SGEMM_MIN:
-        res = _torch_matmul(am, bm, into, alpha, init3)
+        res = finish3(np.multiply(am, bm, out=into), alpha, init3)
     else:
-        res = _finish3(np.matmul(am, bm, out=into), alpha, init3)
+        res = gemm(am, bm, into, alpha, init3)
     if into is not None and res is into:
         assert dst is not None  # into is a view of dst
         return dst
@@ -217,73 +216,6 @@ def contract2(
     if order != out:
         res = np.transpose(res, [order.index(c) for c in out])
     return res
-
-
-# float32 GEMMs go to torch (MKL), about 8% faster than numpy's OpenBLAS per thread on this
-# machine's AVX-512 cores (benchmarks/kernels.py); float64 stays on numpy, so the reference
-# results the tests compare against do not depend on torch. Tiny products stay on numpy too,
-# where torch's per-call overhead would dominate.
-TORCH_SGEMM = True
-
-
-TORCH_SGEMM_MIN = 1 << 18  # m·k·n
-
-
-def _blas_threads() -> int:
-    """OpenBLAS's current thread count: the engines set it per run to cores // devices."""
-    ctl: Any = getattr(_blas_threads, "ctl", None)  # a threadpoolctl controller, False: none
-    if ctl is None:
-        from threadpoolctl import ThreadpoolController
-
-        libs = ThreadpoolController().select(user_api="blas").lib_controllers
-        ctl = _blas_threads.ctl = libs[0] if libs else False  # type: ignore[attr-defined]
-    return max(1, int(ctl.get_num_threads())) if ctl else 1
-
-
-def _finish3(res: np.ndarray, alpha: float, init3: np.ndarray | None) -> np.ndarray:
-    """alpha * res + init3, in place (res is a fresh product or the caller's output)."""
-    if alpha != 1:
-        res = np.multiply(res, res.dtype.type(alpha), out=res)
-    if init3 is not None:
-        res = np.add(res, init3, out=res)
-    return res
-
-
-def _torch_matmul(
-    am: np.ndarray,
-    bm: np.ndarray,
-    out: np.ndarray | None = None,
-    alpha: float = 1.0,
-    init3: np.ndarray | None = None,
-) -> np.ndarray:
-    """`alpha * (am @ bm) + init3` through torch, on zero-copy views: one batched GEMM whose
-    scale is its alpha and which accumulates into a copy of `init3` (beta = 1), as BLAS does;
-    this thread's torch thread count is set to what BLAS has (torch's setting is per calling
-    thread) and restored."""
-    import torch
-
-    if not (am.flags.writeable and bm.flags.writeable):  # torch wants writable memory
-        return _finish3(np.matmul(am, bm, out=out), alpha, init3)
-    if out is None:
-        out = np.empty((am.shape[0], am.shape[1], bm.shape[2]), dtype=am.dtype)
-    if init3 is not None:
-        np.copyto(out, init3)
-    want = _blas_threads()
-    had = torch.get_num_threads()
-    if had != want:
-        torch.set_num_threads(want)
-    try:
-        a_t, b_t, o_t = torch.from_numpy(am), torch.from_numpy(bm), torch.from_numpy(out)
-        if init3 is not None:
-            o_t.baddbmm_(a_t, b_t, alpha=alpha)
-        elif alpha != 1:  # beta 0: whatever `out` held is ignored
-            torch.baddbmm(o_t, a_t, b_t, beta=0, alpha=alpha, out=o_t)
-        else:
-            torch.matmul(a_t, b_t, out=o_t)
-    finally:
-        if had != want:
-            torch.set_num_threads(had)
-    return out
 
 
 def fill(
