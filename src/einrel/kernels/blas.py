@@ -4,8 +4,8 @@ Three implementations behind one signature, in a table (`GEMMS`): numpy's own Op
 through its CBLAS symbol (alpha and beta as BLAS has them, on strided views, no copies), torch
 (MKL on x86), and plain `np.matmul` plus in-place passes. `default_gemm()` picks per machine:
 torch's MKL on Intel CPUs, where it beats OpenBLAS a little, and OpenBLAS everywhere else (MKL
-runs far below peak on other vendors' CPUs: about 185 against 420 GFLOP/s on two AMD EPYC
-cores, benchmarks/kernels.py).
+runs far below peak on other vendors' CPUs: about 95 against 210 GFLOP/s on one AMD EPYC core
+for a device's GEMM block, benchmarks/kernels.py).
 """
 
 from __future__ import annotations
