@@ -14,6 +14,7 @@ from .errors import (
     ShapeError,
     SpecError,
 )
+from .frontend import optim
 from .frontend.autodiff import grad
 from .frontend.functions import abs_ as abs
 from .frontend.functions import (
@@ -98,6 +99,7 @@ __all__ = [
     "minimum",
     "mse",
     "ones",
+    "optim",
     "partitioners",
     "placers",
     "ray",
