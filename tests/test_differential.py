@@ -74,3 +74,29 @@ def on_ray(ch: Choices, case) -> None:
 @pytest.mark.xdist_group("ray")
 def test_random_graphs_on_ray_match_the_reference(ray_cluster) -> None:
     run_examples(12, on_ray)
+
+
+def test_the_printed_programs_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The programs a failure prints are standalone: capture them and run each one."""
+
+    from einrel.testing import RandomChoices
+    from einrel.testing.differential import Reference
+
+    programs: set[str] = set()
+    real = Reference.check
+
+    def capture(self, got, what: str, program: str) -> None:
+        programs.add(program)
+        real(self, got, what, program)
+
+    monkeypatch.setattr(Reference, "check", capture)
+    for seed in range(3):
+        ch = RandomChoices(seed)
+        case = draw_case(ch)
+        ref = reference(case)
+        check_compiled(ref, draw_options(ch, case))
+        check_blocks(ref, ch)
+        programs.add(case.program())
+    assert len(programs) >= 6
+    for program in programs:
+        exec(compile(program, "<printed program>", "exec"), {})

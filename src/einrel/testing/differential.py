@@ -297,13 +297,15 @@ def check_compiled(ref: Reference, opts: Options) -> None:
 BLOCKS_PROGRAM = """\
 import random
 from einrel.decompose.partition import Partition
-from einrel.fuse import fuse_elementwise
+from einrel.frontend.reference import bind_feeds
+from einrel.ir.fuse import fuse_elementwise
 from einrel.memory import interpret_memory, plan_memory, random_linear_extension
-from einrel.reference import bind_feeds
+from einrel.memory.order import reorder
 from einrel.runtime.local import LocalEngine
-from einrel.runtime.memengine import MemEngine
-from einrel.runtime.memorder import reorder
-from einrel.taskgraph import assemble_outputs, build_tasks, interpret_tasks, place_tasks
+from einrel.runtime.mem.engine import MemEngine
+from einrel.taskgraph.build import build_tasks
+from einrel.taskgraph.interpret import assemble_outputs, interpret_tasks
+from einrel.taskgraph.place import place_tasks
 
 print("reference", er.evaluate(outs, feeds))
 graph = er.build_graph(outs)
