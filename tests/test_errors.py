@@ -343,7 +343,7 @@ def test_a_torch_feed_that_requires_grad_is_detached():
     t = torch.ones(3, requires_grad=True)
     y = x * 2.0
     np.testing.assert_array_equal(er.evaluate(y, {"x": t}), np.full(3, 2.0, np.float32))
-    np.testing.assert_array_equal(er.compile(y).run({"x": t})[0], np.full(3, 2.0, np.float32))
+    np.testing.assert_array_equal(er.compile(y).run({"x": t}), np.full(3, 2.0, np.float32))
 
 
 def test_missing_ray_says_how_to_install_it():

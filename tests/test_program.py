@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
 import einrel as er
@@ -215,7 +217,7 @@ def test_failing_kernel_fails_the_run_and_the_program_runs_again(
     assert threading.active_count() == threads  # every worker stopped
     monkeypatch.setitem(RULES, "apply", real)
     got = run_with_deadline(lambda: prog.run(feeds), 20)
-    np.testing.assert_allclose(got[0], want[0], rtol=RTOL)
+    np.testing.assert_allclose(got, want[0], rtol=RTOL)
     assert threading.active_count() == threads
     prog.close()
 
@@ -245,3 +247,65 @@ def test_one_program_run_from_several_threads(memory: str | None) -> None:
         t.join(60)
     assert not any(t.is_alive() for t in threads), "a run hung"
     assert errors == []
+
+
+def test_run_call_and_evaluate_return_alike() -> None:
+    """One array for a single Tensor, a list for a sequence; a Program is callable."""
+    x = er.input("x", (3, 2), "float64")
+    y, z = x * 2.0, er.einsum("ij->", x)
+    feeds = {"x": np.arange(6.0).reshape(3, 2)}
+    single = er.compile(y, devices=er.cpu(2))
+    many = er.compile([y, z], devices=er.cpu(2))
+    for got in (single.run(feeds), single(feeds), er.evaluate(y, feeds)):
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_array_equal(got, feeds["x"] * 2)
+    for got in (many.run(feeds), many(feeds), er.evaluate([y, z], feeds)):
+        assert isinstance(got, list) and len(got) == 2
+        np.testing.assert_array_equal(got[1], 15.0)
+    single.close()
+    many.close()
+
+
+def test_reprs_say_what_a_program_and_its_plan_are() -> None:
+    x = er.input("x", (4, 4), "float32")
+    prog = er.compile(er.einsum("ij,jk->ik", x, x), devices=er.cpu(2))
+    assert re.fullmatch(
+        r"Program\(outputs=\['%1'\], devices=cpu\(2\), 2 nodes, \d+ tasks, engine=LocalEngine\)",
+        repr(prog),
+    )
+    assert re.fullmatch(
+        r"Plan\(2 nodes -> \d+ tasks on 2 device\(s\), partitioner=eindecomp, "
+        r"placer=critical-path, memory plan=no\)",
+        repr(prog.plan),
+    )
+    prog({"x": np.eye(4, dtype=np.float32)})
+    assert re.search(r"last run \d+\.\d ms\)$", repr(prog))
+    prog.close()
+
+
+def test_feeds_strict_cast_and_torch_in_and_out() -> None:
+    x = er.input("x", (2, 3), "float32")
+    b = er.input("b", (3,), "bfloat16")
+    y = x * er.var("s") + b.astype("float32")
+    prog = er.compile(y, devices=er.cpu(2))
+    xs = np.arange(6.0).reshape(2, 3)
+    bs = torch.tensor([1.0, 2.0, 3.0], dtype=torch.bfloat16)
+    want = xs * 2 + np.array([1.0, 2.0, 3.0])
+    feeds = {"x": xs.astype(np.float32), "b": bs, "s": torch.tensor(2.0)}  # 0-d tensor: a var
+    for run in (prog.run, lambda f, **k: er.evaluate(y, f, **k)):
+        np.testing.assert_array_equal(run(feeds), want)
+        with pytest.raises(er.FeedError, match=r"\['lr'\], which the graph does not use"):
+            run({**feeds, "lr": 0.1})
+        np.testing.assert_array_equal(run({**feeds, "lr": 0.1}, strict=False), want)
+        with pytest.raises(er.FeedError, match=r"dtype float64, the input is float32.*cast=True"):
+            run({**feeds, "x": xs})
+        grad_tensor = torch.from_numpy(xs).requires_grad_()  # float64, requires grad
+        np.testing.assert_array_equal(run({**feeds, "x": grad_tensor}, cast=True), want)
+        with pytest.raises(er.FeedError, match=r"is torch\.bfloat16, the input is float32"):
+            run({**feeds, "x": torch.from_numpy(xs).to(torch.bfloat16)})
+        out = run(feeds, output="torch")
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+        np.testing.assert_array_equal(out.numpy(), want)
+        with pytest.raises(er.FeedError, match='output must be "numpy" or "torch"'):
+            run(feeds, output="jax")
+    prog.close()

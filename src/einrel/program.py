@@ -19,7 +19,7 @@ from .decompose.partition import Partition
 from .decompose.partitioners import Partitioner
 from .devices import Devices, cpu, parse_bytes
 from .errors import CompileError, EinrelError
-from .frontend.reference import bind_feeds
+from .frontend.reference import bind_feeds, shape_results
 from .frontend.tensor import Tensor, build_graph
 from .ir.fuse import fuse_elementwise
 from .ir.graph import Graph
@@ -60,6 +60,13 @@ class Plan:
     def devices(self) -> dict[int, int]:
         """Task id -> device."""
         return {t.id: t.device for t in self.tasks.tasks}
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan({len(self.graph)} nodes -> {len(self.tasks.tasks)} tasks on {self.tasks.ndev} "
+            f"device(s), partitioner={self.partitioner}, placer={self.placer}, "
+            f"memory plan={'yes' if self.memgraph is not None else 'no'})"
+        )
 
     def __str__(self) -> str:
         s = self.tasks.stats()
@@ -106,8 +113,10 @@ class Program:
         engine: Any,
         cost_model: Any,
         priority: str,
+        single: bool = False,
     ) -> None:
         self.outputs = outputs
+        self.single = single  # compiled for one Tensor: run returns one array
         self.device_set = devices
         self.plan = plan
         self.engine = engine
@@ -117,14 +126,38 @@ class Program:
         # An engine owns its arenas, actors and buffers: runs of one program take turns.
         self._lock = threading.Lock()
 
-    def run(self, feeds: Mapping[str, Any], trace: str | None = None) -> list[np.ndarray]:
+    def run(
+        self,
+        feeds: Mapping[str, Any],
+        trace: str | None = None,
+        *,
+        strict: bool = True,
+        cast: bool = False,
+        output: str = "numpy",
+    ) -> Any:
         """Run on `feeds`; `trace="out.json"` also writes a Chrome trace and `out.png`.
 
-        Safe to call from several threads: the runs of one program take turns (each returns
-        its own arrays; `report` describes the last one to finish)."""
-        inputs, variables = bind_feeds(self.plan.graph, feeds)
+        Returns one array when the program was compiled for a single Tensor, else a list in
+        the order of the outputs. `strict=False` ignores feeds the graph does not use,
+        `cast=True` converts feeds of another numeric dtype, `output="torch"` returns CPU
+        tensors (sharing memory with the arrays). Safe to call from several threads: the runs
+        of one program take turns (each returns its own arrays; `report` describes the last
+        one to finish)."""
+        inputs, variables = bind_feeds(self.plan.graph, feeds, strict, cast)
         with self._lock:
-            return self._run(inputs, variables, trace)
+            values = self._run(inputs, variables, trace)
+        return shape_results(values, not self.single, output)
+
+    __call__ = run
+
+    def __repr__(self) -> str:
+        names = [n.name for n in (self.plan.graph[i] for i in self.plan.graph.outputs)]
+        ran = self.report.wall_time_s
+        last = f", last run {ran * 1e3:.1f} ms" if ran else ""
+        return (
+            f"Program(outputs={names}, devices={self.device_set}, {len(self.plan.graph)} nodes, "
+            f"{len(self.plan.tasks.tasks)} tasks, engine={type(self.engine).__name__}{last})"
+        )
 
     def _run(
         self, inputs: dict[int, np.ndarray], variables: dict[str, float], trace: str | None
@@ -300,7 +333,9 @@ def compile(
         kind = _engine_kind(devs, memgraph is not None)
         _check_engine(kind, priority, eng_opts)
         engine = _engine(devs, priority, model, memgraph is not None, eng_opts)
-        return Program(outs, devs, plan, engine, model, priority)
+        return Program(
+            outs, devs, plan, engine, model, priority, single=isinstance(outputs, Tensor)
+        )
 
 
 def _check_unknown(unknown: Mapping[str, Any]) -> None:

@@ -139,7 +139,7 @@ def test_exact_fit_budget_runs_and_one_byte_less_fails_at_compile() -> None:
     prog = er.compile(
         y, devices=er.cpu(1), memory_limit=32, transfer_bandwidth="10MB/s", jitter=0.3
     )
-    (out,) = prog.run(feeds)
+    out = prog.run(feeds)
     np.testing.assert_array_equal(out, np.maximum(feeds["x"], 0))
     assert prog.report.peak_bytes[0] <= 32
     assert prog.report.bytes_offloaded > 0  # outputs pile up and go to host
@@ -170,7 +170,7 @@ def test_budget_one_byte_short_without_splitting_names_the_task() -> None:
     need = 3 * 8 * 8 * 8  # x, w and the product, whole
     prog = er.compile(y, devices=er.cpu(1), partitioner="none", memory_limit=need, fit_budget=False)
     got = prog.run({"x": np.eye(8), "w": np.arange(64.0).reshape(8, 8)})
-    np.testing.assert_array_equal(got[0], np.arange(64.0).reshape(8, 8))
+    np.testing.assert_array_equal(got, np.arange(64.0).reshape(8, 8))
     with pytest.raises(
         er.MemoryBudgetError, match=rf"apply task t\d+ of graph node .*needs {need} bytes"
     ):
@@ -180,7 +180,7 @@ def test_budget_one_byte_short_without_splitting_names_the_task() -> None:
     # with splitting (the default) the same budget, and far less, works
     small = er.compile(y, devices=er.cpu(1), partitioner="none", memory_limit=need // 4)
     got = small.run({"x": np.eye(8), "w": np.arange(64.0).reshape(8, 8)})
-    np.testing.assert_array_equal(got[0], np.arange(64.0).reshape(8, 8))
+    np.testing.assert_array_equal(got, np.arange(64.0).reshape(8, 8))
     assert small.report.peak_bytes[0] <= need // 4
 
 

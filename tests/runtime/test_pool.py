@@ -85,4 +85,4 @@ def test_pooling_can_be_turned_off() -> None:
     prog = er.compile(x @ x, devices=er.cpu(2), engine_options={"reuse_buffers": False})
     assert prog.engine.pool is None
     feeds = {"x": np.eye(8)}
-    np.testing.assert_array_equal(prog.run(feeds)[0], np.eye(8))
+    np.testing.assert_array_equal(prog.run(feeds), np.eye(8))

@@ -18,20 +18,22 @@ from .tensor import Tensor, build_graph
 
 
 def bind_feeds(
-    graph: Graph, feeds: Mapping[str, Any]
+    graph: Graph, feeds: Mapping[str, Any], strict: bool = True, cast: bool = False
 ) -> tuple[dict[int, np.ndarray], dict[str, float]]:
     """Check feeds against the graph's inputs and variables; return arrays by node id and the
     variables. Arrays must have the input's exact shape and dtype (bfloat16 inputs take float32
-    arrays); Python lists and numbers are converted to the input's dtype."""
+    arrays) unless `cast` converts them; Python lists and numbers are converted to the input's
+    dtype; torch tensors are read detached, from any device. A feed the graph does not use is
+    an error unless `strict` is False."""
     if not isinstance(feeds, Mapping):
         raise FeedError(f"feeds must be a mapping from input names to arrays, got {type(feeds)}")
     inputs = {n.name: n for n in graph.inputs}
     variables = set(graph.variables)
     unknown = sorted(set(feeds) - set(inputs) - variables)
-    if unknown:
+    if unknown and strict:
         raise FeedError(
             f"feeds name {unknown}, which the graph does not use; inputs: {sorted(inputs)}, "
-            f"variables: {sorted(variables)}"
+            f"variables: {sorted(variables)} (run(..., strict=False) ignores unused feeds)"
         )
     missing = sorted(set(inputs) - set(feeds)) + sorted(variables - set(feeds))
     if missing:
@@ -40,28 +42,7 @@ def bind_feeds(
         )
     arrays: dict[int, np.ndarray] = {}
     for name, node in inputs.items():
-        value = feeds[name]
-        want = kernels.storage_dtype(node.dtype)
-        if isinstance(value, np.ndarray | np.generic):
-            arr = np.asarray(value)
-            if arr.dtype != want and not (
-                node.dtype == "bfloat16" and arr.dtype.name == "bfloat16"
-            ):
-                raise FeedError(
-                    f"feed {name!r} (node {node.name}) has dtype {arr.dtype}, the input is "
-                    f"{node.dtype} (pass a {want.name} array)"
-                )
-        elif hasattr(value, "__array__") and hasattr(value, "dtype"):  # torch tensors and alike
-            if hasattr(value, "detach"):  # a torch tensor that requires grad, or on a GPU
-                value = value.detach().cpu()
-            arr = np.asarray(value)
-            if arr.dtype != want:
-                raise FeedError(f"feed {name!r} has dtype {arr.dtype}, the input is {node.dtype}")
-        else:
-            try:
-                arr = np.asarray(value, dtype=want)
-            except (TypeError, ValueError) as e:
-                raise FeedError(f"feed {name!r} cannot be read as an array: {e}") from None
+        arr = _feed_array(name, node, feeds[name], cast)
         if arr.shape != node.shape:
             raise FeedError(
                 f"feed {name!r} (node {node.name}) has shape {arr.shape}, the input is {node.shape}"
@@ -70,12 +51,36 @@ def bind_feeds(
     values: dict[str, float] = {}
     for name in variables:
         v = feeds[name]
-        if isinstance(v, np.ndarray) and v.shape == ():
+        if hasattr(v, "detach"):  # a torch tensor
+            v = v.detach().cpu()
+        if getattr(v, "shape", None) == () and hasattr(v, "item"):  # 0-d arrays and tensors
             v = v.item()
         if not isinstance(v, numbers.Real) or isinstance(v, bool):
             raise FeedError(f"run-time variable {name!r} must be a real number, got {v!r}")
         values[name] = float(v)
     return arrays, values
+
+
+def _feed_array(name: str, node: Any, value: Any, cast: bool) -> np.ndarray:
+    """One input's feed as a numpy array of the input's storage dtype."""
+    want = kernels.storage_dtype(node.dtype)
+    hint = f"the input is {node.dtype} (pass a {want.name} array, or run(..., cast=True))"
+    if hasattr(value, "detach") and hasattr(value, "dtype"):  # torch: no grad, on the CPU
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 holds it
+            if not cast and node.dtype != "bfloat16":
+                raise FeedError(f"feed {name!r} (node {node.name}) is torch.bfloat16, {hint}")
+            value = value.float()
+    if isinstance(value, np.ndarray | np.generic) or hasattr(value, "__array__"):
+        arr = np.asarray(value)
+        bf16 = node.dtype == "bfloat16" and arr.dtype.name in ("float32", "bfloat16")
+        if arr.dtype != want and not bf16 and not (cast and arr.dtype.kind in "biuf"):
+            raise FeedError(f"feed {name!r} (node {node.name}) has dtype {arr.dtype}, {hint}")
+        return arr.astype(want, copy=False)
+    try:
+        return np.asarray(value, dtype=want)
+    except (TypeError, ValueError) as e:
+        raise FeedError(f"feed {name!r} cannot be read as an array: {e}") from None
 
 
 def run_node(
@@ -99,9 +104,11 @@ def run_node(
     raise AssertionError(f"unknown op {n.op}")
 
 
-def interpret(graph: Graph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+def interpret(
+    graph: Graph, feeds: Mapping[str, Any], strict: bool = True, cast: bool = False
+) -> list[np.ndarray]:
     """Run `graph` on `feeds`; free each intermediate after its last use."""
-    env, variables = bind_feeds(graph, feeds)
+    env, variables = bind_feeds(graph, feeds, strict, cast)
     fed = list(env.values())
     last_use = {j: i for i, n in enumerate(graph.nodes) for j in n.inputs}
     keep = set(graph.outputs)
@@ -122,8 +129,40 @@ def _unaliased(a: np.ndarray, feeds: Sequence[np.ndarray]) -> np.ndarray:
     return a.copy()
 
 
-def evaluate(outputs: Tensor | Sequence[Tensor], feeds: Mapping[str, Any]) -> Any:
-    """`er.evaluate([a, b], feeds)` -> [array, array]; a single Tensor gives a single array."""
-    if isinstance(outputs, Tensor):
-        return interpret(build_graph([outputs]), feeds)[0]
-    return interpret(build_graph(list(outputs)), feeds)
+def evaluate(
+    outputs: Tensor | Sequence[Tensor],
+    feeds: Mapping[str, Any],
+    *,
+    strict: bool = True,
+    cast: bool = False,
+    output: str = "numpy",
+) -> Any:
+    """Evaluate `outputs` on whole tensors with numpy: the reference every level must match.
+
+    Parameters
+    ----------
+    outputs : a Tensor, or a sequence of them
+    feeds : input names -> arrays (numpy, torch, lists), run-time variable names -> numbers
+    strict : reject feeds the graph does not use (False: ignore them)
+    cast : convert feeds of another numeric dtype to the input's dtype
+    output : "numpy" (arrays) or "torch" (CPU tensors sharing the arrays' memory)
+
+    Returns
+    -------
+    One array for a single Tensor, a list of arrays for a sequence (as `Program.run`).
+    """
+    many = not isinstance(outputs, Tensor)
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    return shape_results(interpret(build_graph(outs), feeds, strict, cast), many, output)
+
+
+def shape_results(values: list[np.ndarray], many: bool, output: str) -> Any:
+    """A list for a sequence of outputs or one value for a single Tensor, as numpy or torch."""
+    if output not in ("numpy", "torch"):
+        raise FeedError(f'output must be "numpy" or "torch", got {output!r}')
+    if output == "torch":
+        import torch
+
+        tensors = [torch.from_numpy(v if v.flags.c_contiguous else v.copy()) for v in values]
+        return tensors if many else tensors[0]
+    return values if many else values[0]
