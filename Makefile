@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(PY) -m einrel demo
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff format --check src tests benchmarks examples
 	$(PY) -m mypy
 	$(PY) -m pytest -n 2 --dist loadgroup
 
@@ -29,8 +29,8 @@ fuzz: $(STAMP)
 	$(PY) -m pytest tests/test_differential.py -n 2 --fuzz-examples $(FUZZ_EXAMPLES)
 
 lint: $(STAMP)
-	$(PY) -m ruff check --fix src tests benchmarks
-	$(PY) -m ruff format src tests benchmarks
+	$(PY) -m ruff check --fix src tests benchmarks examples
+	$(PY) -m ruff format src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
