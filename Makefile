@@ -3,18 +3,25 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+BASE   := $(VENV)/.einrel-base
 STAMP  := $(VENV)/.einrel-installed
 
 .PHONY: demo test fuzz lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+# What the demo needs: einrel and the CPU build of torch.
+$(BASE): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+	touch $(BASE)
+
+# What the tests need on top: the dev tools and Ray.
+$(STAMP): $(BASE)
 	$(PY) -m pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE)
 	$(PY) -m einrel demo
 
 test: $(STAMP)

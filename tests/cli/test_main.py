@@ -150,3 +150,19 @@ def test_calibrate_writes_a_cost_model(tmp_path: Path) -> None:
     assert "contraction_flops_per_s" in res.output
     res = runner.invoke(app, ["calibrate", "--ndev", "0", "--path", str(path)])
     assert res.exit_code == 2
+
+
+def test_version_is_printed_and_comes_from_one_place() -> None:
+    import importlib.metadata
+    import tomllib
+
+    import einrel
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"einrel {einrel.__version__}"
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]
+    assert importlib.metadata.version("einrel") == einrel.__version__
+    assert project["license"] == "Apache-2.0"  # an SPDX expression, with the file beside it
+    assert "Apache License" in (root / "LICENSE").read_text()
