@@ -181,7 +181,7 @@ def main() -> None:
         "machine": platform.platform(),
         "python": platform.python_version(),
         "size": args.size,
-        "unit": "tensor elements moved (PAPERS §2.3 cost model, exact repartition)",
+        "unit": "tensor elements moved (the EinDecomp paper's cost model, exact repartition)",
         "rows": rows,
         "verdicts": verdicts(rows),
         "big_graph": big(args.big_layers) if args.big_layers else None,

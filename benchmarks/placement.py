@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         print(format_training(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
-        "units": "simulated makespan / 1e10 (PAPERS §4.8 semantics)",
+        "units": "simulated makespan / 1e10 (the Doppler paper's semantics)",
         "search_budget_s": args.budget,
         "seeds": args.seeds,
         "cp_tie_seeds": CP_TIE_SEEDS,

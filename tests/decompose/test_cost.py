@@ -1,4 +1,4 @@
-"""The EinDecomp cost model on cases small enough to count by hand (PAPERS §2.3, §7)."""
+"""The EinDecomp cost model on cases small enough to count by hand (the EinDecomp paper)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Candidate spaces (PAPERS §2.4, §7) and the tree-cover DP against brute force (§2.5)."""
+"""Candidate spaces (the EinDecomp paper) and the tree-cover DP against brute force."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Doppler graph files: the six released files as PAPERS §4.10 describes them, round trips, and
+"""Doppler graph files: the six released files as the Doppler paper describes them, round trips, and
 malformed files reported with file and line."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from einrel.place.graphfile import (
 
 DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
 
-# file: (line 1, ops, line-2 ids, edges), PAPERS §4.10
+# file: (line 1, ops, line-2 ids, edges), the Doppler paper
 TABLE = {
     "chain_mm_112nodes": (112, 76, 36, 80),
     "ffnn_192nodes": (192, 180, 12, 208),

@@ -1,4 +1,4 @@
-"""EinDecomp's greedy location assignment and round-robin on einrel task graphs (PAPERS §2.6)."""
+"""EinDecomp's greedy location assignment and round-robin on einrel task graphs."""
 
 from __future__ import annotations
 

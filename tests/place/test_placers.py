@@ -144,7 +144,7 @@ def test_round_robin() -> None:
     assert RoundRobin()(grouped, 3) == [0, 1, 0, 1, 2]
 
 
-# best of 100 uniform assignments, PAPERS §4.11; seed 0 happens to draw the same assignments
+# best of 100 uniform assignments, the Doppler paper; seed 0 happens to draw the same assignments
 RANDOM_REFERENCE = {
     "chain_mm_112nodes": 1700.1,
     "ffnn_192nodes": 99.0,

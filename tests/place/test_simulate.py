@@ -1,4 +1,4 @@
-"""The simulator against hand-computed schedules, the PAPERS §4.11 reference columns, and
+"""The simulator against hand-computed schedules, the Doppler paper's reference columns, and
 invariants of work-conserving FIFO execution on random DAGs."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from einrel.place.simulate import make_simulator, makespan
 
 DATA = RELEASED_DIR  # Doppler's released graphs, shipped inside the package
 
-# file: (devices, 1 device, round-robin) in units of 1e10, PAPERS §4.11
+# file: (devices, 1 device, round-robin) in units of 1e10, the Doppler paper
 REFERENCE = {
     "chain_mm_112nodes": (4, 4800.3, 2000.1),
     "ffnn_192nodes": (4, 226.8, 84.2),

@@ -177,7 +177,7 @@ def train_policy(
         str,
         typer.Option(
             help="Training options: 'einrel' (those of the committed policies) or 'paper' "
-            "(PAPERS §4.7 as is); the options below override it."
+            "(the Doppler paper's recipe as is); the options below override it."
         ),
     ] = "einrel",
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,

@@ -1,4 +1,4 @@
-"""Baseline partitioners (PAPERS §2.7), all `(graph, ndev, **options) -> {node id: Partition}`.
+"""Baseline partitioners, all `(graph, ndev, **options) -> {node id: Partition}`.
 
 - `none`: every node whole (one block; no parallelism, the trivial floor of the cost model).
 - `data-parallel`: cut only the batch class. The batch is the class (see `classes.py`) of dim 0

@@ -1,4 +1,4 @@
-"""The candidate partitions EinDecomp searches over (PAPERS §2.4), for any device count.
+"""The candidate partitions EinDecomp searches over (the EinDecomp paper), for any device count.
 
 A candidate gives every dimension of a node's partition space a number of near-equal parts.
 For a block count m the candidates are the ordered factorisations m = ∏_l p_l with

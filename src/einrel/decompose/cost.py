@@ -1,4 +1,4 @@
-"""The EinDecomp cost model, in tensor elements moved (PAPERS §2.3).
+"""The EinDecomp cost model, in tensor elements moved (the EinDecomp paper).
 
 For an einsum cut into B = ∏ p_l join blocks:
 - join: every input block is replicated to the join blocks that need it,

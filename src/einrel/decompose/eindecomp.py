@@ -1,6 +1,6 @@
 """EinDecomp: a partition for every graph node that minimises modelled elements moved.
 
-The search (PAPERS §2.5, details in `treedp.py`) covers the graph with trees and solves each
+The search (the EinDecomp paper, details in `treedp.py`) covers the graph with trees and solves each
 tree exactly by dynamic programming over the candidate space (`candidates.py`), greedily across
 trees. Greedy choices made early (say, which of two equally cheap labels a shared activation is
 cut on) decide what is cheap later, so several complete plans are built and each is then

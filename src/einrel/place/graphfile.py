@@ -1,4 +1,4 @@
-"""Read and write Doppler's graph-file format (PAPERS §4.10), with errors that name file and line.
+"""Read and write Doppler's graph-file format, with errors that name file and line.
 
 Line 1: node count N. Line 2: input ids. Lines 3/4: edge sources/destinations over the op lines.
 Then one `comp,comm[,type]` line per op. Lists are comma-separated; the released files end lists

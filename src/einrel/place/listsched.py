@@ -1,4 +1,4 @@
-"""List-scheduling placers: Doppler's critical-path baseline (PAPERS §4.5) and HEFT.
+"""List-scheduling placers: Doppler's critical-path baseline (the Doppler paper) and HEFT.
 
 Both return their own estimated schedule as well as the assignment; only the assignment goes
 to the engine (or the simulator), which chooses its own run-time order.
@@ -46,7 +46,7 @@ def critical_path_schedule(graph: PlaceGraph, ndev: int, seed: int | None = None
     Legal = every predecessor already placed; a device is free once its last op ends (no
     insertion). With `seed=None` ties go to the smallest op id and device id; with a seed they
     are drawn uniformly from the tied sets themselves, never from all legal ops (the released
-    code's bug, PAPERS §4.5). PAPERS §4.11 reports best/median CP over such tie-break seeds.
+    code's bug, as the paper notes); it reports best/median CP over such tie-break seeds.
     """
     check_ndev(ndev)
     n = graph.num_ops

@@ -1,4 +1,4 @@
-"""EinDecomp's location assignment (PAPERS §2.6) for einrel task graphs.
+"""EinDecomp's location assignment (the EinDecomp paper) for einrel task graphs.
 
 It takes an unplaced `TaskGraph` and returns a device per task, for `place_tasks`.
 

@@ -1,8 +1,8 @@
 """Simulator-guided local search (simulated annealing) over assignments.
 
-The simulator is the objective, so whatever the search finds is a real improvement under PAPERS
-§4.8 semantics. Moves aim at the critical chain of the current schedule (the ops whose finishes
-start one another up to the makespan): pulling a consumer onto its producer's device removes a
+The simulator is the objective, so whatever the search finds is a real improvement under its
+semantics. Moves aim at the critical chain of the current schedule (the ops whose finishes start
+one another up to the makespan): pulling a consumer onto its producer's device removes a
 transfer, moving a queued op elsewhere removes a wait, and moving a chain segment or a connected
 region (a producer with its consumers, a whole branch) onto one device moves work without adding
 transfers, which single-op moves cannot do when shipping costs more than computing (comm = 4·comp

@@ -1,4 +1,4 @@
-"""Discrete-event simulator of a work-conserving engine (PAPERS §4.8), the cost oracle of placers.
+"""Discrete-event simulator of a work-conserving engine, the cost oracle of placers.
 
 Semantics: each device is a capacity-1 resource served FIFO by request time. An op requests its
 device once every in-edge transfer has arrived; a transfer starts when its producer finishes and
@@ -8,7 +8,7 @@ Ties. Requests made at the same instant are served in the order the simulator le
 as in an event-queue (SimPy-style) engine: every event gets a sequence number when it is created;
 ops without predecessors are created first, in id order; when an op finishes, its successors that
 become complete are created in ascending id; events at one instant run in creation order. This
-rule is what reproduces the round-robin column of PAPERS §4.11 (breaking ties by op id does not:
+rule is what reproduces the published round-robin column (breaking ties by op id does not:
 it gives 240.4 instead of 255.0 on transformer_block).
 """
 

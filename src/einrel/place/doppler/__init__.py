@@ -1,4 +1,4 @@
-"""Doppler (PAPERS §4): device placement by two learned policies in plain torch.
+"""Doppler (the Doppler paper): device placement by two learned policies in plain torch.
 
 SEL picks which legal op to place next, PLC picks its device; both are heads on an
 edge-conditioned MPNN over the task graph. Training has three stages: imitation of the

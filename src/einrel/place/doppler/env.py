@@ -1,8 +1,8 @@
-"""One Doppler episode (PAPERS §4.2–4.3): |V| steps, each SEL picks a legal op, PLC a device.
+"""One Doppler episode (the Doppler paper): |V| steps, each SEL picks a legal op, PLC a device.
 
 Legal = every predecessor already placed. After PLC's choice the op gets list-scheduling
 estimates in SEL order: it starts at its EST on the chosen device (the released environment
-records the device's cumulative compute instead; PAPERS §4.3 calls that a quirk, it is not kept)
+records the device's cumulative compute instead; the paper calls that a quirk, it is not kept)
 and the device is busy until it ends.
 
 Device features of op v on device d (6): Σ comp already on d; Σ comp of v's predecessors on d;
@@ -72,7 +72,7 @@ def rollout(
     sample: bool = False,
 ) -> Episode:
     """Run one episode. With probability eps (or when the network is None) an action is uniform
-    over the legal ops / devices, otherwise it is the network's argmax (ε-greedy, PAPERS §4.4),
+    over the legal ops / devices, otherwise it is the network's argmax (ε-greedy),
     or, with `sample`, a draw from the network's softmax."""
     n = gf.num_ops
     comp, comm = gf.comp.tolist(), gf.comm.tolist()

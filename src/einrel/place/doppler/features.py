@@ -1,4 +1,4 @@
-"""Static inputs of Doppler's networks for one graph (PAPERS §4.3) and the graph fingerprint.
+"""Static inputs of Doppler's networks for one graph (the Doppler paper) and the graph fingerprint.
 
 Node features (5 per op, z-scored per column): comp, b-level, t-level, Σ comm of the inputs,
 Σ comm of the output over its consumers. Edge feature (1, z-scored): the comm cost of the source.

@@ -1,5 +1,5 @@
 """The losses of one recorded episode: policy gradient, imitation of the critical-path
-heuristic and entropy, for SEL and PLC at every step at once (PAPERS §4.6)."""
+heuristic and entropy, for SEL and PLC at every step at once (the Doppler paper)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Doppler's networks in plain torch (PAPERS §4.4): a shared edge-conditioned MPNN encoder, the
+"""Doppler's networks in plain torch: a shared edge-conditioned MPNN encoder, the
 SEL head (which legal op next) and the PLC head (which device for it).
 
 Edge-conditioned message passing (Gilmer et al. 2017): the message to v is Σ over in-edges u→v
@@ -52,7 +52,7 @@ class NetConfig:
 
 
 def _init(module: nn.Module) -> None:
-    """Orthogonal weights and zero biases everywhere (PAPERS §4.4)."""
+    """Orthogonal weights and zero biases everywhere (the Doppler paper)."""
     for name, p in module.named_parameters():
         if p.dim() >= 2:
             nn.init.orthogonal_(p)

@@ -1,4 +1,4 @@
-"""Doppler's training stages (PAPERS §4.6–4.7) and einrel's recipes: what each stage is told.
+"""Doppler's training stages (the Doppler paper) and einrel's recipes: what each stage is told.
 
 `TrainConfig` holds every option of one call to `trainer.train` (see its fields); `STAGES`
 are the paper's defaults per stage and `RECIPES` the options einrel's committed policies were
@@ -18,7 +18,7 @@ Oracle = Callable[[list[int]], float]
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage's defaults (PAPERS §4.7)."""
+    """One stage's defaults (the Doppler paper)."""
 
     number: int
     episodes: int
@@ -35,7 +35,7 @@ STAGES: dict[int, Stage] = {
     2: Stage(2, 2000, 1e-4, 0.2, 0.2, 1.0, 0.0, 0.0),
     3: Stage(3, 4000, 1e-4, 0.2, 0.2, 1.0, 0.0, 0.0),
 }
-# Training options per stage beyond the paper's: "paper" is PAPERS §4.7 as is; "einrel" is what
+# Training options per stage beyond the paper's: "paper" is the paper's recipe; "einrel" is what
 # the committed policies were trained with (see `einrel.place.doppler.retrain`, which runs stage I
 # for 800 episodes and stage II until 890 s per graph, both stages together, are spent; PLC with
 # the sixth, co-parent device feature of `env`). Stage I: batches of 4
