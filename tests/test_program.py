@@ -309,3 +309,22 @@ def test_feeds_strict_cast_and_torch_in_and_out() -> None:
         with pytest.raises(er.FeedError, match='output must be "numpy" or "torch"'):
             run(feeds, output="jax")
     prog.close()
+
+
+def test_explain_shows_partitions_with_a_legend_and_no_run_figures_before_a_run() -> None:
+    from einrel.explain import wide_console
+
+    x = er.input("x", (64, 64), "float32")
+    prog = er.compile(er.relu(x @ x), devices=er.cpu(2), partitioner="largest-dim")
+    assert re.search(r"\bm×\d n×\d k×\d\b", str(prog.plan))
+    before = io.StringIO()
+    prog.explain(Console(file=before, width=200))
+    text = before.getvalue()
+    assert "d0×" in text and "parts: i×2 = einsum label i cut into 2 blocks" in text
+    assert "busy ms" not in text and "last run" not in text and "measured" not in text
+    prog({"x": np.eye(64, dtype=np.float32)})
+    after = io.StringIO()
+    prog.explain(Console(file=after, width=200))
+    assert "busy ms" in after.getvalue() and "(last run)" in after.getvalue()
+    assert wide_console().width == 160  # pytest captures stdout: not a terminal
+    prog.close()

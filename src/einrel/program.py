@@ -56,6 +56,11 @@ class Plan:
             out[n.name] = dict(zip(keys, p.grid))
         return out
 
+    def parts_text(self, name: str) -> str:
+        """A node's partition for people: `i×2 j×1` (label × parts; `d0×2` for dimensions)."""
+        grid = self.partitions[name]
+        return " ".join(f"{k if not k.isdigit() else 'd' + k}×{v}" for k, v in grid.items())
+
     @property
     def devices(self) -> dict[int, int]:
         """Task id -> device."""
@@ -78,8 +83,7 @@ class Plan:
         for n in self.graph.nodes:
             if n.op == "input":
                 continue
-            parts = " ".join(f"{k}={v}" for k, v in self.partitions[n.name].items())
-            lines.append(f"  {n.name:>6} {n.op:<8} {parts}")
+            lines.append(f"  {n.name:>6} {n.op:<8} {self.parts_text(n.name)}")
         return "\n".join(lines)
 
 

@@ -169,9 +169,9 @@ def plan(
     except (EinrelError, TypeError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    from rich.console import Console
+    from ..explain import wide_console
 
-    console = Console()
+    console = wide_console()
     console.print(f"[bold]{workload}[/] size {size}: {wl.flops / 1e9:.3g} GFLOP")
     console.print(str(prog.plan))
     prog.explain(console)
