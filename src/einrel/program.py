@@ -19,7 +19,7 @@ from .decompose.partition import Partition
 from .decompose.partitioners import Partitioner
 from .devices import Devices, cpu, parse_bytes
 from .errors import CompileError, EinrelError
-from .frontend.reference import bind_feeds, shape_results
+from .frontend.reference import bind_feeds, check_output, shape_results
 from .frontend.tensor import Tensor, build_graph
 from .ir.fuse import fuse_elementwise
 from .ir.graph import Graph
@@ -147,6 +147,7 @@ class Program:
         tensors (sharing memory with the arrays). Safe to call from several threads: the runs
         of one program take turns (each returns its own arrays; `report` describes the last
         one to finish)."""
+        check_output(output)
         inputs, variables = bind_feeds(self.plan.graph, feeds, strict, cast)
         with self._lock:
             values = self._run(inputs, variables, trace)

@@ -151,15 +151,20 @@ def evaluate(
     -------
     One array for a single Tensor, a list of arrays for a sequence (as `Program.run`).
     """
+    check_output(output)
     many = not isinstance(outputs, Tensor)
     outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     return shape_results(interpret(build_graph(outs), feeds, strict, cast), many, output)
 
 
-def shape_results(values: list[np.ndarray], many: bool, output: str) -> Any:
-    """A list for a sequence of outputs or one value for a single Tensor, as numpy or torch."""
+def check_output(output: str) -> None:
+    """Reject an unknown `output=` before anything runs."""
     if output not in ("numpy", "torch"):
         raise FeedError(f'output must be "numpy" or "torch", got {output!r}')
+
+
+def shape_results(values: list[np.ndarray], many: bool, output: str) -> Any:
+    """A list for a sequence of outputs or one value for a single Tensor, as numpy or torch."""
     if output == "torch":
         import torch
 

@@ -99,6 +99,16 @@ def _operand(x: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+def _output(am: np.ndarray, bm: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    return out if out is not None else np.empty(am.shape[:2] + bm.shape[2:], dtype=am.dtype)
+
+
+def _accumulate_into(out: np.ndarray, init3: np.ndarray | None) -> None:
+    """Start a beta = 1 GEMM from init3 (nothing to do when init3 is `out` itself)."""
+    if init3 is not None and init3 is not out:
+        np.copyto(out, init3)
+
+
 def openblas_gemm(
     am: np.ndarray,
     bm: np.ndarray,
@@ -111,8 +121,7 @@ def openblas_gemm(
     is a transpose flag, not a copy)."""
     table = _cblas()
     fn = table.get(am.dtype) if table is not None and am.dtype == bm.dtype else None
-    if out is None:
-        out = np.empty((am.shape[0], am.shape[1], bm.shape[2]), dtype=am.dtype)
+    out = _output(am, bm, out)
     batch, m, k = am.shape
     n = bm.shape[2]
     ta, tb, to = _operand(am), _operand(bm), _operand(out)
@@ -122,8 +131,7 @@ def openblas_gemm(
         fn = None
     if fn is None or ta is None or tb is None or to is None or to[0] != _NO_TRANS:
         return numpy_gemm(am, bm, out, alpha, init3)
-    if init3 is not None:
-        np.copyto(out, init3)
+    _accumulate_into(out, init3)
     pa, pb, po = (x.ctypes.data for x in (am, bm, out))
     sa, sb, so = (x.strides[0] for x in (am, bm, out))
     beta = 0.0 if init3 is None else 1.0
@@ -147,10 +155,8 @@ def torch_gemm(
 
     if not (am.flags.writeable and bm.flags.writeable):  # torch wants writable memory
         return numpy_gemm(am, bm, out, alpha, init3)
-    if out is None:
-        out = np.empty((am.shape[0], am.shape[1], bm.shape[2]), dtype=am.dtype)
-    if init3 is not None:
-        np.copyto(out, init3)
+    out = _output(am, bm, out)
+    _accumulate_into(out, init3)
     ctl = _openblas()
     want = max(1, int(ctl.get_num_threads())) if ctl is not None else 1
     had = torch.get_num_threads()
