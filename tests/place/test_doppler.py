@@ -177,7 +177,9 @@ def test_polish_hands_the_cheapest_episode_to_greedy_decoding() -> None:
     it until greedy decoding costs no more."""
     g = diamond_ladder(4, 6)
     policy = DopplerPolicy(3, seed=0)
-    log = train(policy, g, 2, episodes=24, eps=0.5, batch=4, polish=0.99, seed=3)
+    # a time limit far beyond the episodes' needs, so neither the 24 episodes nor polishing are
+    # cut short by a loaded machine (polishing stops once greedy decoding matches)
+    log = train(policy, g, 2, episodes=24, eps=0.5, batch=4, polish=0.99, seed=3, time_limit=3000)
     cheapest = log.cheapest[-1][1]
     assert log.polish_updates > 0
     assert make_simulator(g)(policy.place(g)) == log.best <= cheapest
