@@ -328,3 +328,29 @@ def test_explain_shows_partitions_with_a_legend_and_no_run_figures_before_a_run(
     assert "busy ms" in after.getvalue() and "(last run)" in after.getvalue()
     assert wide_console().width == 160  # pytest captures stdout: not a terminal
     prog.close()
+
+
+def test_user_names_reach_plans_and_trace_events(tmp_path: Any) -> None:
+    """name= and .named() name graph nodes (kept unique, kept through fusion); trace events
+    show the name and the einsum spec."""
+    x = er.input("x", (8, 8), "float64")
+    h = er.einsum("ij,jk->ik", x, x, name="hidden")
+    y = er.relu(h).named("act")
+    z = er.einsum("ij->i", y, name="x")  # clashes with the input's name: made unique
+    prog = er.compile(z, devices=er.cpu(2))
+    assert [n.name for n in prog.plan.graph.nodes] == ["x", "hidden", "x%2"]  # act fused
+    unfused = er.compile(z, devices=er.cpu(2), fuse=False)
+    assert [n.name for n in unfused.plan.graph.nodes] == ["x", "hidden", "act", "x%3"]
+    unfused.close()
+    assert "hidden" in prog.plan.partitions and "hidden" in str(prog.plan)
+    feeds = {"x": np.eye(8)}
+    prog.run(feeds, trace=str(tmp_path / "t.json"))
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    spans = {e["name"]: e["args"] for e in events if e["ph"] == "X"}
+    assert "apply hidden [ij,jk->ik]" in spans and "input x" in spans
+    assert spans["apply hidden [ij,jk->ik]"]["einsum"].startswith("einsum[ij,jk->ik")
+    np.testing.assert_array_equal(prog(feeds), np.ones(8))
+    prog.close()
+    for bad in ("", "a%1", 3):
+        with pytest.raises(er.EinrelError, match="tensor name must be a non-empty string"):
+            x.named(bad)  # type: ignore[arg-type]

@@ -179,15 +179,17 @@ class Program:
             list(res.events),
         )
         if trace is not None:
+            png = str(trace).removesuffix(".json") + ".png"
             if mg is not None:
-                from .runtime.mem.trace import write_mem_trace
+                from .runtime.mem.trace import write_mem_png, write_mem_trace
 
                 write_mem_trace(res.events, mg, trace)
+                write_mem_png(res.events, mg, png)
             else:
                 from .runtime.trace import write_chrome_trace, write_gantt
 
                 write_chrome_trace(res.events, trace, self.plan.tasks)
-                write_gantt(res.events, str(trace).removesuffix(".json") + ".png", self.plan.tasks)
+                write_gantt(res.events, png, self.plan.tasks)
         return assemble_outputs(self.plan.tasks, res.values)
 
     def simulate(self) -> float:

@@ -273,6 +273,20 @@ def test_trace_of_a_memory_run(tmp_path) -> None:
     events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
     cats = {e.get("cat") for e in events}
     assert {"evict", "load", "compute"} <= cats
+    # Events name the tensor and its einsum; counters track device and host bytes.
+    names = {e["name"] for e in events if e["ph"] == "X"}
+    assert any(re.fullmatch(r"apply %\d+ \[\w+,\w+->\w+\]", n) for n in names), names
+    assert all("node" in e["args"] for e in events if e.get("cat") == "evict")
+    assert all("einsum" in e["args"] for e in events if e["name"].startswith("apply"))
+    counters = [e for e in events if e["ph"] == "C"]
+    assert {e["pid"] for e in counters} == {0, 1}
+    for d in (0, 1):
+        dev = [e["args"]["device"] * 2**20 for e in counters if e["pid"] == d]
+        host = [e["args"]["offloaded to host"] * 2**20 for e in counters if e["pid"] == d]
+        assert min(dev) >= 0 and min(host) >= 0 and max(dev) <= 4096
+        assert round(max(dev)) == prog.report.peak_bytes[d]
+    assert max(e["args"]["offloaded to host"] for e in counters) > 0
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_engine_options_need_a_budget_on_cpu() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..errors import EinrelError, ShapeError
@@ -26,6 +27,7 @@ from ..ir.graph import (
     Reshape,
     Slice,
     check_dtype,
+    check_name,
     check_shape,
     graph_of,
 )
@@ -38,8 +40,8 @@ class Tensor:
     _einrel_tensor = True
     __array_priority__ = 1000
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, node: Node, name: str | None = None) -> None:
+        self.node = node if name is None else replace(node, name=check_name(name))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -56,6 +58,13 @@ class Tensor:
     @property
     def name(self) -> str | None:
         return self.node.name
+
+    def named(self, name: str) -> Tensor:
+        """This tensor under a name shown in plans, `explain()` and trace events.
+
+        A new tensor for the same value: name a tensor before using it, or the graph holds
+        both the named and the unnamed node."""
+        return Tensor(self.node, name=name)
 
     @property
     def size(self) -> int:
@@ -177,6 +186,7 @@ def einsum(
     agg: str | None = "sum",
     sizes: dict[str, int] | None = None,
     dtype: str | None = None,
+    name: str | None = None,
 ) -> Tensor:
     """The extended einsum. Numbers and run-time variables may stand for 0-d operands."""
     tensors: list[Tensor] = []
@@ -207,7 +217,8 @@ def einsum(
             f"{[t.dtype for t in tensors]}; convert with .astype(...) first"
         )
     out_dtype = check_dtype(dtype or (tensors[0].dtype if tensors else "float32"), "einsum")
-    return Tensor(Node("einsum", tuple(t.node for t in tensors), op.out_shape, out_dtype, op))
+    node = Node("einsum", tuple(t.node for t in tensors), op.out_shape, out_dtype, op)
+    return Tensor(node, name=name) if name is not None else Tensor(node)
 
 
 def stop_gradient(x: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 from . import scalar as S
 from .einsum import Einsum
-from .graph import GNode, Graph
+from .graph import GNode, Graph, node_name
 
 
 def _factorable(op: Einsum) -> bool:
@@ -124,12 +124,15 @@ def _rebuild(
     replaced, renumbered in order."""
     new_id: dict[int, int] = {}
     nodes: list[GNode] = []
+    taken = {n.name for n in graph.nodes if n.op == "input"}
     for n in graph.nodes:
         if n.id in gone:
             continue
         i = len(nodes)
         new_id[n.id] = i
         attrs, inputs = changed.get(n.id, (n.attrs, n.inputs))
+        name = n.name if n.op == "input" else node_name(n.name, i, taken)
+        taken.add(name)
         nodes.append(
             GNode(
                 i,
@@ -138,7 +141,7 @@ def _rebuild(
                 n.shape,
                 n.dtype,
                 attrs,
-                n.name if n.op == "input" else f"%{i}",
+                name,
                 n.stop_grad,
             )
         )

@@ -186,6 +186,23 @@ class Graph:
         return "\n".join(lines)
 
 
+def check_name(name: Any) -> str:
+    """A user-given node name: a non-empty string without `%` (which marks einrel's names)."""
+    if not isinstance(name, str) or not name or "%" in name:
+        raise EinrelError(f"a tensor name must be a non-empty string without '%', got {name!r}")
+    return name
+
+
+def node_name(given: str | None, i: int, taken: set[str]) -> str:
+    """The graph name of node i: the user's name when it is free, else `name%i` (`%i` when
+    unnamed), so names stay unique and every node can be found by name. A name einrel gave
+    (`h%3`) counts as its user part (`h`), so renumbering a graph keeps user names."""
+    user = (given or "").split("%")[0]
+    if not user:
+        return f"%{i}"
+    return user if user not in taken else f"{user}%{i}"
+
+
 def toposort(roots: Iterable[Node]) -> list[Node]:
     """Nodes reachable from `roots`, inputs before users (depth-first, operands in order)."""
     seen: set[int] = set()
@@ -212,9 +229,12 @@ def graph_of(roots: Sequence[Node]) -> Graph:
     ids = {id(node): i for i, node in enumerate(order)}
     names: dict[str, int] = {}
     nodes: list[GNode] = []
+    taken = {n.name for n in order if n.op == "input" and n.name is not None}
     for i, node in enumerate(order):
-        name = f"%{i}"
-        if node.op == "input":
+        if node.op != "input":
+            name = node_name(node.name, i, taken)
+            taken.add(name)
+        else:
             assert node.name is not None, node  # er.input always names its node
             name = node.name
             if name in names:

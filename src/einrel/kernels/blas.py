@@ -191,11 +191,13 @@ def _cpu_vendor() -> str:
 
 @functools.cache
 def default_gemm() -> GemmName:
-    """torch on Intel CPUs with MKL, else numpy's OpenBLAS through CBLAS, else plain numpy."""
-    import torch
+    """torch on Intel CPUs with MKL, else numpy's OpenBLAS through CBLAS, else plain numpy.
+    The vendor is read first: importing torch takes seconds a first run should not pay."""
+    if _cpu_vendor() == "GenuineIntel":
+        import torch
 
-    if torch.backends.mkl.is_available() and _cpu_vendor() == "GenuineIntel":
-        return "torch"
+        if torch.backends.mkl.is_available():
+            return "torch"
     return "openblas" if _cblas() is not None else "numpy"
 
 

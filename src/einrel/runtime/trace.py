@@ -23,12 +23,27 @@ KIND_COLORS = {
 
 
 def _label(tg: TaskGraph | None, t: int) -> tuple[str, str, str]:
-    """(name, kind, node name) of task t."""
+    """(event name, kind, node name) of task t: `apply h [bi,ij->bj]` names the user's tensor
+    (or `%7`) and, for einsum nodes, the spec."""
     if tg is None:
         return f"t{t}", "task", ""
     task = tg.tasks[t]
-    node = tg.graph[task.node].name
-    return f"{task.kind} {node}", task.kind, node
+    return f"{task.kind} {node_label(tg, task.node)}", task.kind, tg.graph[task.node].name
+
+
+def node_label(tg: TaskGraph, node: int) -> str:
+    """A graph node as trace events show it: its name, and its einsum spec when it has one."""
+    n = tg.graph[node]
+    return f"{n.name} [{n.einsum.spec}]" if n.op == "einsum" else n.name
+
+
+def node_args(tg: TaskGraph, node: int) -> dict[str, Any]:
+    """What a trace event's args say of its graph node: name, op and the whole einsum."""
+    n = tg.graph[node]
+    args: dict[str, Any] = {"node": n.name, "op": n.op}
+    if n.op == "einsum":
+        args["einsum"] = str(n.einsum)
+    return args
 
 
 def chrome_trace(events: Sequence[Event], tg: TaskGraph | None = None) -> dict[str, Any]:
@@ -55,6 +70,7 @@ def chrome_trace(events: Sequence[Event], tg: TaskGraph | None = None) -> dict[s
         name, kind, node = _label(tg, t)
         args: dict[str, Any] = {"task": t, "kind": kind, "node": node}
         if tg is not None:
+            args.update(node_args(tg, tg.tasks[t].node))
             args["bytes"] = tg.tasks[t].nbytes
             args["shape"] = list(tg.tasks[t].shape)
         out.append(
