@@ -354,3 +354,37 @@ def test_user_names_reach_plans_and_trace_events(tmp_path: Any) -> None:
     for bad in ("", "a%1", 3):
         with pytest.raises(er.EinrelError, match="tensor name must be a non-empty string"):
             x.named(bad)  # type: ignore[arg-type]
+
+
+def _dot_nodes(text: str) -> tuple[list[str], int]:
+    """The node ids and edge count of DOT text, parsed by pydot (so the syntax is checked)."""
+    import warnings
+
+    with warnings.catch_warnings():  # pydot calls pyparsing's deprecated camelCase names
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import pydot
+
+        (g,) = pydot.graph_from_dot_data(text)
+    graphs = [g, *g.get_subgraphs()]
+    nodes = [n.get_name() for s in graphs for n in s.get_nodes()]
+    return [n for n in nodes if n not in ("node", "edge", "graph")], len(g.get_edges())
+
+
+def test_graphs_and_plans_as_dot(tmp_path: Any) -> None:
+    x = er.input("x", (8, 8), "float64")
+    loss = (er.relu(er.einsum("ij,jk->ik", x, x, name="hidden")) ** 2).sum()
+    prog = er.compile([loss, *er.grad(loss, [x])], devices=er.cpu(2))
+    graph, tasks = prog.plan.graph, prog.plan.tasks
+    nodes, edges = _dot_nodes(graph.to_dot())
+    assert len(nodes) == len(graph) and edges == sum(len(n.inputs) for n in graph.nodes)
+    assert 'label="hidden\\nij,jk->ik\\nf64[8,8]"' in graph.to_dot()
+    nodes, edges = _dot_nodes(prog.plan.to_dot())
+    assert sorted(nodes) == sorted(f"t{t.id}" for t in tasks.tasks)
+    assert edges == sum(len(set(t.inputs)) for t in tasks.tasks)
+    assert prog.plan.to_dot().count("subgraph cluster_d") == 2
+    nodes, _ = _dot_nodes(prog.plan.to_dot("nodes"))
+    assert len(nodes) == len(graph) and prog.plan.parts_text("hidden") in prog.plan.to_dot("nodes")
+    assert prog.plan.render(tmp_path / "p.dot").read_text() == prog.plan.to_dot()
+    with pytest.raises(er.EinrelError, match='level must be "tasks" or "nodes"'):
+        prog.plan.to_dot("blocks")
+    prog.close()

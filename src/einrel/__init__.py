@@ -11,6 +11,7 @@ from .errors import (
     GraphFileError,
     JoinError,
     MemoryBudgetError,
+    ProgramFileError,
     ShapeError,
     SpecError,
 )
@@ -50,10 +51,10 @@ from .frontend.tensor import (
 from .frontend.tensor import slice_ as slice
 from .frontend.tensor import sum_ as sum
 from .ir.graph import Graph
+from .loading import load
 from .place import placers
 from .program import Plan, Program, Report, compile
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = [
     "CompileError",
@@ -68,6 +69,7 @@ __all__ = [
     "MemoryBudgetError",
     "Plan",
     "Program",
+    "ProgramFileError",
     "Report",
     "ShapeError",
     "SpecError",
@@ -91,6 +93,7 @@ __all__ = [
     "grad",
     "input",
     "layer_norm",
+    "load",
     "log",
     "log_softmax",
     "matmul",

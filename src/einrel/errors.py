@@ -39,5 +39,10 @@ class GraphFileError(EinrelError, ValueError):
     """A malformed placement graph file."""
 
 
+class ProgramFileError(EinrelError, ValueError):
+    """A saved program that cannot be loaded here: not one, from another einrel version, or
+    planned for other devices, shapes or tensors than those asked for."""
+
+
 class ExecutionError(EinrelError, RuntimeError):
     """A kernel or a worker failed while running a plan."""

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from .ir.fuse import fuse_elementwise
 from .ir.graph import Graph
 from .place.placers import Placer
 from .progress import StepProgress
+from .runtime.engines import start_engine
 from .taskgraph.build import build_tasks
 from .taskgraph.interpret import assemble_outputs
 from .taskgraph.ir import TaskGraph
@@ -43,6 +45,7 @@ class Plan:
     placer: str
     memgraph: Any = None
     compile_time_s: float = 0.0
+    fused: bool = True
 
     @property
     def partitions(self) -> dict[str, dict[str, int]]:
@@ -60,6 +63,30 @@ class Plan:
         """A node's partition for people: `i×2 j×1` (label × parts; `d0×2` for dimensions)."""
         grid = self.partitions[name]
         return " ".join(f"{k if not k.isdigit() else 'd' + k}×{v}" for k, v in grid.items())
+
+    def to_dot(self, level: str = "tasks") -> str:
+        """Graphviz DOT text of the plan: `level="tasks"` draws every block task in a cluster
+        per device; `level="nodes"` draws the graph with each node's partition."""
+        if level == "tasks":
+            return self.tasks.to_dot()
+        if level != "nodes":
+            raise EinrelError(f'Plan.to_dot: level must be "tasks" or "nodes", got {level!r}')
+        from .ir.dot import digraph, quote
+
+        lines = []
+        for n in self.graph.nodes:
+            what = f"{n.name}\n{n.einsum.spec}" if n.op == "einsum" else n.name
+            parts = self.parts_text(n.name)
+            lines.append(f"n{n.id} [label={quote(what + chr(10) + parts)}];")
+            lines += [f"n{i} -> n{n.id};" for i in dict.fromkeys(n.inputs)]
+        return digraph("plan", lines)
+
+    def render(self, path: str | Path, level: str = "tasks") -> Path:
+        """`to_dot(level)` written to `path`: DOT text for `.dot`, a picture for `.png`,
+        `.svg` or `.pdf` (drawn by graphviz, which must be installed)."""
+        from .ir.dot import render
+
+        return render(self.to_dot(level), path)
 
     @property
     def devices(self) -> dict[int, int]:
@@ -118,6 +145,7 @@ class Program:
         cost_model: Any,
         priority: str,
         single: bool = False,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.outputs = outputs
         self.single = single  # compiled for one Tensor: run returns one array
@@ -126,6 +154,7 @@ class Program:
         self.engine = engine
         self.cost_model = cost_model
         self.priority = priority
+        self.engine_options = dict(engine_options or {})
         self.report = Report()
         # An engine owns its arenas, actors and buffers: runs of one program take turns.
         self._lock = threading.Lock()
@@ -215,6 +244,31 @@ class Program:
         from .explain import explain
 
         explain(self, console)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the plan to `path`, so `er.load(path)` runs it without compiling again.
+
+        The file holds the graph, partitions, placement, memory plan, cost model, devices and
+        engine options (not the engine: a loaded program starts its own)."""
+        from .saving import write_program_file
+        from .version import __version__
+
+        graph = self.plan.graph
+        header = {
+            "einrel": __version__,
+            "inputs": {n.name: [list(n.shape), n.dtype] for n in graph.inputs},
+            "outputs": [graph[i].name for i in graph.outputs],
+            "devices": repr(self.device_set),
+        }
+        payload = {
+            "plan": self.plan,
+            "devices": self.device_set,
+            "priority": self.priority,
+            "cost_model": self.cost_model,
+            "engine_options": self.engine_options,
+            "single": self.single,
+        }
+        return write_program_file(path, header, payload)
 
     def close(self) -> None:
         close = getattr(self.engine, "close", None)
@@ -331,17 +385,23 @@ def compile(
             where.name,
             memgraph,
             time.perf_counter() - t0,
+            fuse,
         )
         eng_opts = dict(engine_options or {})
         if transfer_bandwidth is not None:
             eng_opts["transfer_bandwidth"] = transfer_bandwidth
         if jitter:
             eng_opts["jitter"] = jitter
-        kind = _engine_kind(devs, memgraph is not None)
-        _check_engine(kind, priority, eng_opts)
-        engine = _engine(devs, priority, model, memgraph is not None, eng_opts)
+        engine = start_engine(devs, priority, model, memgraph is not None, eng_opts)
         return Program(
-            outs, devs, plan, engine, model, priority, single=isinstance(outputs, Tensor)
+            outs,
+            devs,
+            plan,
+            engine,
+            model,
+            priority,
+            single=isinstance(outputs, Tensor),
+            engine_options=eng_opts,
         )
 
 
@@ -360,92 +420,3 @@ def _check_unknown(unknown: Mapping[str, Any]) -> None:
         f"er.compile() got an unknown option {key!r}{hint}; its options are {', '.join(mine)} "
         "(options of a partitioner or placer go in partitioner_options / placer_options)"
     )
-
-
-def _engine_kind(devs: Devices, memory: bool) -> str:
-    if devs.kind == "cpu":
-        return "memory" if memory else "local"
-    return devs.kind
-
-
-def _engine_class(kind: str) -> Any:
-    if kind == "memory":
-        from .runtime.mem.engine import MemEngine
-
-        return MemEngine
-    if kind == "local":
-        from .runtime.local import LocalEngine
-
-        return LocalEngine
-    if kind == "gpu":
-        from .runtime.gpu import GpuEngine
-
-        return GpuEngine
-    from .runtime.ray.engine import RayEngine
-
-    return RayEngine
-
-
-def _check_engine(kind: str, priority: Any, options: Mapping[str, Any]) -> None:
-    """An unknown priority or engine option fails now, naming what the engine accepts."""
-    from .runtime.core import TASK_PRIORITIES as CORE
-    from .runtime.mem.schedule import MEM_PRIORITIES as MEMORY
-
-    valid = MEMORY if kind in ("memory", "gpu") else CORE
-    if isinstance(priority, str) and priority not in valid:
-        raise CompileError(
-            f"unknown priority {priority!r} for the {kind} engine; expected one of {valid}"
-        )
-    allowed = _engine_options(kind)
-    bad = sorted(set(options) - set(allowed))
-    if bad:
-        hint = ""
-        if kind == "local" and set(bad) <= set(_engine_options("memory")):
-            hint = (
-                "; they apply to the memory engine: set a memory budget "
-                "(memory_limit=... or er.cpu(n, memory=...)) to use it"
-            )
-        raise CompileError(
-            f"unknown engine option(s) {bad} for the {kind} engine; "
-            f"valid: {', '.join(allowed)}{hint}"
-        )
-
-
-def _engine_options(kind: str) -> list[str]:
-    """The keyword options `engine_options` may give the engine of `kind`."""
-    import inspect
-
-    params = inspect.signature(_engine_class(kind).__init__).parameters
-    taken = {"self", "ndev", "devices", "priority", "cost_model", "runner"}  # runner: tests' hook
-    return [p for p, v in params.items() if p not in taken and v.kind is not v.VAR_KEYWORD]
-
-
-def _engine(
-    devs: Devices, priority: str, model: Any, memory: bool, options: Mapping[str, Any]
-) -> Any:
-    if devs.kind == "cpu" and memory:
-        from .runtime.mem.engine import MemEngine
-
-        return MemEngine(devs.n, priority=priority, cost_model=model, **options)
-    if devs.kind == "cpu":
-        from .runtime.core import task_priority
-        from .runtime.local import LocalEngine
-
-        return LocalEngine(devs.n, priority=task_priority(priority), cost_model=model, **options)
-    if devs.kind == "gpu":
-        from .runtime.backends.torch_arenas import cuda_available
-        from .runtime.gpu import GpuEngine
-
-        opts = dict(options)
-        if opts.get("device") is None and not cuda_available():
-            raise CompileError(
-                "er.gpu(...): no CUDA device is visible; pass engine_options={'device': 'cpu'} "
-                "to run the GPU code path on CPU tensors"
-            )
-        return GpuEngine(devs, priority=priority, cost_model=model, **opts)
-    if devs.kind == "ray":
-        from .runtime.core import task_priority
-        from .runtime.ray.engine import RayEngine
-
-        return RayEngine(devs, priority=task_priority(priority), cost_model=model, **options)
-    raise EinrelError(f"unknown device kind {devs.kind!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ..errors import EinrelError, ShapeError
@@ -167,6 +168,36 @@ class Graph:
             if n.op == "einsum":
                 names |= n.einsum.join.variables()
         return tuple(sorted(names))
+
+    def to_dot(self) -> str:
+        """Graphviz DOT text of the graph: inputs, each einsum with its spec, operand edges.
+
+        `render(path)` writes it, or draws it with graphviz."""
+        from .dot import digraph, quote
+
+        def label(n: GNode) -> str:
+            ty = f"{_SHORT[n.dtype]}[{','.join(map(str, n.shape))}]"
+            what = n.einsum.spec if n.op == "einsum" else str(n.attrs or n.op)
+            return f"{n.name}\n{what}\n{ty}" if n.op != "input" else f"{n.name}\n{ty}"
+
+        lines = []
+        outs = set(self.outputs)
+        for n in self.nodes:
+            shape = "ellipse" if n.op == "input" else "box"
+            extra = ", penwidth=2" if n.id in outs else ""
+            lines.append(f"n{n.id} [label={quote(label(n))}, shape={shape}{extra}];")
+        for n in self.nodes:
+            many = len(n.inputs) > 1
+            for k, i in enumerate(n.inputs):
+                lines.append(f"n{i} -> n{n.id}" + (f" [label={k}];" if many else ";"))
+        return digraph("graph", lines)
+
+    def render(self, path: str | Path) -> Path:
+        """`to_dot()` written to `path`: DOT text for `.dot`, a picture for `.png`, `.svg` or
+        `.pdf` (drawn by graphviz, which must be installed)."""
+        from .dot import render
+
+        return render(self.to_dot(), path)
 
     def __str__(self) -> str:
         def ty(n: GNode) -> str:

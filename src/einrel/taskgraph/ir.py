@@ -84,6 +84,33 @@ class TaskGraph:
     def placed(self) -> bool:
         return self.ndev > 0
 
+    def to_dot(self) -> str:
+        """Graphviz DOT text of the block tasks: one cluster per device (once placed), each
+        task labelled with its kind, its tensor's name and its block shape; moves in red."""
+        from ..ir.dot import DEVICE_COLORS, digraph, quote
+
+        by_device: dict[int, list[str]] = {}
+        for t in self.tasks:
+            label = f"{t.kind} {self.graph[t.node].name}\n{list(t.shape)}"
+            color = DEVICE_COLORS[t.device % len(DEVICE_COLORS)] if t.device >= 0 else "white"
+            style = ', color="#d62728"' if t.kind == "move" else ""
+            by_device.setdefault(t.device, []).append(
+                f"t{t.id} [label={quote(label)}, fillcolor={quote(color)}{style}];"
+            )
+        lines: list[str] = []
+        for d, nodes in sorted(by_device.items()):
+            if d < 0:
+                lines += nodes
+                continue
+            lines.append(f"subgraph cluster_d{d} {{ label={quote(f'device {d}')};")
+            lines += ["  " + n for n in nodes]
+            lines.append("}")
+        for t in self.tasks:
+            for i in dict.fromkeys(t.inputs):
+                red = ' [color="#d62728"]' if t.kind == "move" else ""
+                lines.append(f"t{i} -> t{t.id}{red};")
+        return digraph("tasks", lines)
+
     def stats(self) -> dict[str, Any]:
         """Tasks, flops and bytes per device, and bytes moved between devices."""
         ndev = max(self.ndev, 1)
