@@ -7,6 +7,7 @@ import contextlib
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -15,11 +16,14 @@ def _snippets() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_the_quick_start_trains_and_the_budget_snippet_runs() -> None:
+def test_the_quick_start_trains_and_the_other_local_snippets_run(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the snippets write out/ and model.einrel
     blocks = _snippets()
     # the others name a policy file or a running Ray cluster
-    local = [b for b in blocks if "er.optim" in b or "memory=" in b]
-    assert len(local) == 2 and "er.optim" in local[0]
+    local = [b for b in blocks if "er.optim" in b or "memory=" in b or "er.load" in b]
+    assert len(local) == 3 and "er.optim" in local[0] and "er.load" in local[1]
     out = io.StringIO()
     namespace: dict = {}
     with contextlib.redirect_stdout(out):
@@ -28,3 +32,5 @@ def test_the_quick_start_trains_and_the_budget_snippet_runs() -> None:
     losses = [float(m) for m in re.findall(r"^\d+ ([0-9.e-]+)$", out.getvalue(), flags=re.M)]
     assert len(losses) == 4 and losses[-1] < 0.5 * losses[0], out.getvalue()
     assert namespace["prog"].report.bytes_offloaded > 0  # the budgeted snippet offloads
+    assert (tmp_path / "out" / "run.png").exists() and (tmp_path / "out" / "plan.dot").exists()
+    assert "hidden" in namespace["h"].name
