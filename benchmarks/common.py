@@ -14,7 +14,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,69 @@ def bar_plot(
     ax.set_xticks(x)
     ax.set_xticklabels([r[0] for r in rows], fontsize="small")
     ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Lower quartile, median and upper quartile (linear interpolation, as numpy's default)."""
+    q1, q2, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
+    return float(q1), float(q2), float(q3)
+
+
+def compare_plot(
+    path: Path,
+    title: str,
+    rows: list[tuple[str, list[float]]],
+    xlabel: str,
+    ref: str,
+    lines: Sequence[tuple[float, str]] = (),
+    unit: str = "",
+    highlight: str = "einrel",
+) -> None:
+    """Horizontal bars of each system's median (`rows`: label, per-run values; higher is
+    better) with a thin interquartile line, each labelled with its value and its ratio to the
+    `ref` row's median; `lines` are reference values (a peak, a target) drawn across.
+
+    Min-max whiskers let one noisy run hide a 10 % difference; the labelled ratio states it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    stats = [quartiles(v) for _, v in rows]
+    ref_med = stats[[r[0] for r in rows].index(ref)][1]
+    fig = Figure(figsize=(9.5, 1.2 + 0.55 * len(rows)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    y = np.arange(len(rows))
+    med = np.array([s[1] for s in stats])
+    colors = [
+        "#1f77b4" if r[0].startswith(highlight) else "#555555" if r[0] == ref else "#b0b0b0"
+        for r in rows
+    ]
+    ax.barh(y, med, 0.62, color=colors)
+    ax.hlines(y, [s[0] for s in stats], [s[2] for s in stats], color="black", lw=1.6)
+    top = max([*(s[2] for s in stats), *(x for x, _ in lines)])
+    for i, (label, _) in enumerate(rows):
+        ratio = "reference" if label == ref else f"{med[i] / ref_med:.2f}× {ref}"
+        ax.text(
+            max(med[i], stats[i][2]) + 0.015 * top,
+            i,
+            f"{med[i]:.3g}{unit}  ({ratio})",
+            va="center",
+            fontsize="small",
+            fontweight="bold" if label.startswith(highlight) else "normal",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0},  # over the lines
+        )
+    for k, (x, text) in enumerate(lines):
+        color = ("#d62728", "#2ca02c", "#9467bd")[k % 3]
+        ax.axvline(x, color=color, lw=1.0, ls="--")
+        ax.text(x, -0.75, f" {text}", color=color, ha="left", va="bottom", fontsize="small")
+    ax.set_yticks(y)
+    ax.set_yticklabels([r[0] for r in rows])
+    ax.set_ylim(len(rows) - 0.5, -1.0)  # first row on top, room for the line labels
+    ax.set_xlim(0, top * 1.32)
+    ax.set_xlabel(xlabel)
     ax.set_title(title, loc="left", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

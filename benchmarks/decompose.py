@@ -11,7 +11,8 @@ after another. A plan can move fewer elements simply by leaving work in one bloc
 the least and has bound 1), so the costs compare fairly only between plans of similar bound;
 `in_space` says whether a plan lies in EinDecomp's candidate space.
 
-Writes benchmarks/results/decompose.json and decompose.png.
+Writes benchmarks/results/decompose.json and decompose.png (`--replot`: only the PNG, from the
+JSON already there).
 Usage: python benchmarks/decompose.py [--size small] [--big-layers 320] [--devices 2,4,8]
 """
 
@@ -134,16 +135,23 @@ def verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One panel per workload: each partitioner's elements moved over EinDecomp's, per device
+    count, on a log axis labelled in plain ratios (1×, 2×, ...); the last panel is the key."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     names = list(dict.fromkeys(r["workload"] for r in rows))
     labels = [p for p in PARTITIONERS if p != "none"]
     ndevs = sorted({r["ndev"] for r in rows})
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6), sharey=True)
+    cols = 3
+    nrows = -(-(len(names) + 1) // cols)  # one more panel for the key
+    fig = Figure(figsize=(4.6 * cols, 3.6 * nrows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, cols, sharey=True, squeeze=False).ravel()
     width = 0.8 / len(labels)
+    ratios = []
     for ax, name in zip(axes, names):
         for k, label in enumerate(labels):
             ys, serial = [], []
@@ -151,22 +159,54 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 r = {x["partitioner"]: x for x in rows if x["workload"] == name and x["ndev"] == n}
                 ys.append(r[label]["cost"] / r["eindecomp"]["cost"])
                 serial.append(r[label]["speedup_bound"] < n / 2)
-            xs = [i + k * width for i in range(len(ndevs))]
-            bars = ax.bar(xs, ys, width, label=label, color=f"C{k}")
+            ratios += ys
+            xs = [i + (k - (len(labels) - 1) / 2) * width for i in range(len(ndevs))]
+            bars = ax.bar(xs, ys, width, color=f"C{k}")
             for bar, low in zip(bars, serial):
                 if low:  # less than half the devices' worth of parallelism
                     bar.set_hatch("//")
                     bar.set_edgecolor("k")
-        ax.set_xticks([i + width * (len(labels) - 1) / 2 for i in range(len(ndevs))])
-        ax.set_xticklabels([f"{n} dev" for n in ndevs])
-        ax.set_title(name, fontsize=9)
-        ax.axhline(1.0, color="k", lw=0.6)
+        ax.set_xticks(range(len(ndevs)))
+        ax.set_xticklabels([f"{n} devices" for n in ndevs])
+        ax.set_title(name.replace("_", " "))
+        ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
-    axes[0].set_ylabel("elements moved / EinDecomp's")
-    fig.suptitle("hatched: speed-up bound below n/2 (work left in few blocks)", fontsize=8)
-    axes[-1].legend(fontsize=7)
+    lo, hi = min(ratios), max(ratios)
+    ticks = [
+        t for t in (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16) if lo / 1.5 <= t <= hi * 1.5
+    ]
+    for ax in axes[: len(names)]:
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.set_ylim(lo / 1.3, hi * 1.3)
+    for ax in axes[::cols][: -(-len(names) // cols)]:
+        ax.set_ylabel("elements moved / EinDecomp's")
+    key = axes[len(names)]
+    key.axis("off")
+    handles = [Patch(color=f"C{k}", label=label) for k, label in enumerate(labels)]
+    handles.append(
+        Patch(facecolor="white", edgecolor="k", hatch="//", label="speed-up bound < n/2")
+    )
+    key.legend(handles=handles, loc="upper left", frameon=False, title="partitioner")
+    key.text(
+        0.0,
+        0.02,
+        "Lower is better; 1× is EinDecomp.\nHatched: work left in few blocks, so the\n"
+        "plan moves little but runs nearly serially.",
+        transform=key.transAxes,
+        va="bottom",
+    )
+    for ax in axes[len(names) + 1 :]:
+        ax.axis("off")
+    fig.suptitle("Tensor elements moved by each partitioner, relative to EinDecomp's plan")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
+
+
+def _replot() -> None:
+    """Redraw the PNG from the JSON already written."""
+    plot(json.loads((OUT / "decompose.json").read_text())["rows"], OUT / "decompose.png")
 
 
 def main() -> None:
@@ -174,7 +214,11 @@ def main() -> None:
     ap.add_argument("--size", default="small")
     ap.add_argument("--devices", default="2,4,8")
     ap.add_argument("--big-layers", type=int, default=320)
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON only")
     args = ap.parse_args()
+    if args.replot:
+        _replot()
+        return
     devices = [int(x) for x in args.devices.split(",")]
     rows = run(args.size, devices)
     result = {

@@ -13,14 +13,17 @@ sgemm peak measured in the same run (one big np.matmul with the same thread coun
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/ffnn.py [--quick]
 
-Writes benchmarks/results/ffnn.json and ffnn.png (`--quick`: ffnn_quick.*).
+Writes benchmarks/results/ffnn.json and ffnn.png (`--quick`: ffnn_quick.*); `--replot` redraws
+the PNG from the JSON already there, without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,6 +101,32 @@ def dask_step(f: dict[str, Any], rows: int, workers: int) -> list[Any]:
     )
 
 
+def plot(doc: dict[str, Any], path: Path) -> None:
+    """Each system's median GFLOP/s next to the faster of numpy and torch, with the target
+    (0.85x that) and the sgemm peak drawn across; thin lines are interquartile ranges."""
+    flops = doc["gemm_gflop"] * 1e9
+    res, v = doc["results"], doc["verdict"]
+    rows = [(name, [flops / t / 1e9 for t in r["runs_s"]]) for name, r in res.items()]
+    ref = v["faster_of_numpy_torch"]
+    peak = doc["sgemm_peak"]["gflops"]
+    target = 0.85 * flops / res[ref]["median_s"] / 1e9
+    wl = doc["workload"]
+    versus = f"einrel = {v['einrel_over_faster_of_numpy_torch']:.2f}× {ref} (target ≥ 0.85×)"
+    if v.get("best_dask"):
+        versus += f", {v['einrel_over_best_dask']:.2f}× the best dask"
+    versus += f", {v['einrel_fraction_of_sgemm_peak']:.0%} of the sgemm peak"
+    common.compare_plot(
+        path,
+        f"FFNN training step (batch {wl['batch']}, widths {tuple(wl['widths'])}, "
+        f"{wl['dtype']}), {doc['machine']['threads']} cores\n{versus}\n"
+        f"bars: median of {doc['runs']} interleaved runs; black lines: interquartile range",
+        rows,
+        "GFLOP/s (GEMM FLOPs / step time; higher is better)",
+        ref,
+        [(peak, f"sgemm peak {peak:.0f}"), (target, f"target 0.85× {ref}")],
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smaller step and 3 runs")
@@ -112,7 +141,15 @@ def main() -> int:
         "(e.g. data-parallel/eindecomp-greedy)",
     )
     ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON only")
     args = ap.parse_args()
+    stem = "ffnn_quick" if args.quick else "ffnn"
+    if args.replot:
+        plot(
+            json.loads((common.RESULTS / f"{stem}.json").read_text()),
+            common.RESULTS / f"{stem}.png",
+        )
+        return 0
     common.warn_env()
     runs = args.runs or (3 if args.quick else 7)
     threads = common.cores()
@@ -226,20 +263,8 @@ def main() -> int:
         f"{verdict['einrel_fraction_of_sgemm_peak']:.0%} of it"
     )
     print(common.verdict_line(verdict))
-    stem = "ffnn_quick" if args.quick else "ffnn"
     path = common.write(stem, doc)
-    plot_rows = [
-        (n, r["gflops"], flops / r["max_s"] / 1e9, flops / r["min_s"] / 1e9)
-        for n, r in rows_out.items()
-    ]
-    common.bar_plot(
-        common.RESULTS / f"{stem}.png",
-        f"FFNN training step (batch {batch}, widths {widths}, float32), {threads} cores\n"
-        f"median of {runs} interleaved runs, whiskers min-max",
-        plot_rows,
-        "GFLOP/s (GEMM FLOPs / step time)",
-        hline=(peak, f"sgemm peak {peak:.0f}"),
-    )
+    plot(doc, common.RESULTS / f"{stem}.png")
     print(f"wrote {path} and {stem}.png")
     for p in progs.values():
         p.close()

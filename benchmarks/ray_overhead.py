@@ -16,8 +16,9 @@
         [--quick] [--runs 5] [--tasks 2000]
 
 `--quick` uses a small FFNN (batch 1024, widths 256-1024-256) and fewer tiny tasks. Ray starts
-locally with as many logical CPUs as cores. Writes benchmarks/results/ray_overhead.json (or
-ray_overhead_quick.json) with the machine's load average before and after.
+locally with as many logical CPUs as cores. Writes benchmarks/results/ray_overhead.json and
+ray_overhead.png (or ray_overhead_quick.*) with the machine's load average before and after;
+`--replot` redraws the PNG from the JSON already there, without starting Ray.
 """
 
 from __future__ import annotations
@@ -217,12 +218,95 @@ def plain_ray_overhead(ntasks: int, runs: int) -> list[dict[str, Any]]:
     return rows
 
 
+def plot(doc: dict[str, Any], path: Path) -> None:
+    """Left: the FFNN step's wall time on each engine (median, interquartile line). Right: wall
+    time per one-element relu, einrel's Ray engine next to plain Ray, per graph shape (log
+    scale); einrel's ping-pong graph also counts its moves as tasks, so the chart divides by the
+    relus alone to compare like with like."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig = Figure(figsize=(13, 4.8))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
+    step = doc["ffnn"]
+    engine_names = ("er.cpu(2)", "er.ray(2)")
+    for i, key in enumerate(("cpu_wall_s", "ray_wall_s")):
+        q1, med, q3 = np.percentile(np.asarray(step[key]) * 1e3, [25, 50, 75])
+        left.bar(i, med, 0.6, color=("#9e9e9e", "#1f77b4")[i])
+        left.vlines(i, q1, q3, color="black", lw=1.6)
+        left.text(i, med / 2, f"{med:.0f} ms", ha="center", color="white", fontweight="bold")
+    left.set_xticks([0, 1])
+    left.set_xticklabels(engine_names)
+    left.set_ylabel("wall time per step (ms, lower is better)")
+    left.set_ylim(0, left.get_ylim()[1] * 1.15)
+    left.set_title(
+        f"FFNN step, batch {step['batch']}, widths {tuple(step['widths'])}\n"
+        f"ray / cpu = {step['ratio_ray_over_cpu']:.2f} (target ≤ 1.3)",
+        loc="left",
+        fontsize="medium",
+    )
+    graphs = list(dict.fromkeys(r["graph"] for r in doc["overhead"]))
+    engines = (
+        ("einrel-ray", "einrel Ray engine", "#1f77b4"),
+        ("plain-ray", "plain Ray", "#9e9e9e"),
+    )
+    for k, (engine, label, color) in enumerate(engines):
+        rows = {r["graph"]: r for r in doc["overhead"] if r["engine"] == engine}
+        xs = np.arange(len(graphs)) + (k - 0.5) * 0.38
+        us = [
+            rows[g]["median_wall_s"] / (rows[g]["tasks"] - rows[g].get("moves", 0)) * 1e6
+            for g in graphs
+        ]
+        right.bar(xs, us, 0.38, color=color, label=label)
+        for x, u in zip(xs, us):
+            right.text(x, u * 1.06, f"{u:.0f}", ha="center", va="bottom", fontsize="small")
+    described = {
+        "chain": "chain\n(each task needs the last)",
+        "wide": "wide\n(independent tasks)",
+        "pingpong": "ping-pong\n(each relu on the other actor)",
+    }
+    right.set_xticks(np.arange(len(graphs)))
+    right.set_xticklabels([described.get(g, g) for g in graphs])
+    right.set_yscale("log")
+    right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    right.yaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))
+    right.yaxis.set_minor_formatter(NullFormatter())
+    low, high = right.get_ylim()
+    right.set_ylim(low / 3, high * 2.5)
+    right.set_ylabel("µs per relu (log scale, lower is better)")
+    right.set_title(
+        "Per-task overhead on tiny tasks (median wall time / relus)",
+        loc="left",
+        fontsize="medium",
+    )
+    right.legend(loc="upper left")
+    meta = doc["meta"]
+    fig.suptitle(
+        f"Ray engine overhead: {meta['cores']} cores, Ray {meta['ray']}, load average "
+        f"{meta['load_avg_before'][0]:.1f} before, {meta['load_avg_after'][0]:.1f} after; "
+        f"FFNN bytes moved {'=' if step['bytes_equal'] else '≠'} the plan's modelled bytes; "
+        "medians, black lines: interquartile range",
+        x=0.01,
+        ha="left",
+        fontsize="small",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small FFNN, fewer tiny tasks")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per measurement")
     ap.add_argument("--tasks", type=int, default=None, help="tiny tasks per overhead graph")
+    ap.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON only")
     args = ap.parse_args()
+    out = RESULTS / ("ray_overhead_quick.json" if args.quick else "ray_overhead.json")
+    if args.replot:
+        plot(json.loads(out.read_text()), out.with_suffix(".png"))
+        return
     runs = args.runs or (3 if args.quick else 5)
     ntasks = args.tasks or (400 if args.quick else 2000)
     load_before = os.getloadavg()
@@ -244,9 +328,13 @@ def main() -> None:
         "benchmarks/ray_overhead.py" + (" --quick" if args.quick else ""),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("ray_overhead_quick.json" if args.quick else "ray_overhead.json")
-    out.write_text(json.dumps({"meta": meta, "ffnn": step, "overhead": overhead}, indent=2))
-    print(f"load average before {load_before}, after {meta['load_avg_after']}; wrote {out}")
+    doc = {"meta": meta, "ffnn": step, "overhead": overhead}
+    out.write_text(json.dumps(doc, indent=2))
+    plot(doc, out.with_suffix(".png"))
+    print(
+        f"load average before {load_before}, after {meta['load_avg_after']}; wrote {out} and "
+        f"{out.with_suffix('.png').name}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The command line: demo (pipeline and gradient check), plan and calibrate."""
+"""The command line: demo (pipeline and gradient check), plan and calibrate, and their errors:
+usage errors exit with status 2, errors einrel raises with one `error:` line and status 1."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from einrel.cli.main import app
 from einrel.demos import demo as demo_mod
+from einrel.errors import CompileError
 from einrel.runtime import CostModel
 
 runner = CliRunner(env={"COLUMNS": "200"})  # rich wraps at 80 columns otherwise
@@ -91,7 +93,17 @@ def test_demo_gradient_check_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> No
 def test_demo_bad_options(args: list[str], hint: str) -> None:
     res = runner.invoke(app, ["demo", *args])
     assert res.exit_code == 2
-    assert hint in res.output
+    assert hint in res.output and "Usage: einrel demo" in res.stderr
+
+
+def test_demo_reports_einrel_errors_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> int:
+        raise CompileError("no plan fits")
+
+    monkeypatch.setattr(demo_mod, "demo", fail)
+    res = runner.invoke(app, ["demo", "--size", "tiny", "--runs", "1", "--trace", ""])
+    assert res.exit_code == 1
+    assert res.stderr == "error: no plan fits\n" and "Traceback" not in res.output
 
 
 def test_python_m_einrel_demo(tmp_path: Path) -> None:
@@ -130,26 +142,39 @@ def test_plan_options_and_errors() -> None:
         (["resnet"], "WORKLOAD"),
         (["ffnn_train", "--size", "huge"], "--size"),
         (["ffnn_train", "--devices", "0"], "--devices"),
+        (["ffnn_train", "-n", "0"], "--devices"),
+        (["ffnn_train", "--dtype", "int8"], "--dtype"),
+        (["ffnn_train", "--mode", "train"], "--mode"),  # llama_block only
+        (["llama_block", "--size", "tiny", "--mode", "serve"], "--mode"),
         (["ffnn_train", "--partitioner", "nope"], "--partitioner"),
         (["ffnn_train", "--placer", "nope"], "--placer"),
     ]:
         res = runner.invoke(app, ["plan", *args])
         assert res.exit_code == 2, (args, res.output)
-        assert hint in res.output
-    res = runner.invoke(app, ["plan", "llama_block", "--size", "tiny", "--mode", "serve"])
-    assert res.exit_code == 2 and "mode" in res.output
+        assert hint in res.stderr and "Usage: einrel plan" in res.stderr
+    # a cost model that cannot be read is einrel's error, not a usage error
+    res = runner.invoke(app, ["plan", "ffnn_train", "--cost-model", "calibrated"])
+    assert res.exit_code == 1
+    assert res.stderr.startswith("error: cost_model: cannot read")
+    assert "einrel calibrate" in res.stderr
+    assert res.stderr.count("\n") == 1 and res.stdout == ""
 
 
 def test_calibrate_writes_a_cost_model(tmp_path: Path) -> None:
     path = tmp_path / "cal" / "calibration.json"
-    res = runner.invoke(app, ["calibrate", "--ndev", "2", "--path", str(path)])
+    res = runner.invoke(app, ["calibrate", "--devices", "2", "--out", str(path)])
     assert res.exit_code == 0, res.output
     assert f"saved to {path}" in res.output
     cm = CostModel.load(path)
     assert cm.ndev == 2 and cm.contraction_flops_per_s > 0
     assert "contraction_flops_per_s" in res.output
-    res = runner.invoke(app, ["calibrate", "--ndev", "0", "--path", str(path)])
-    assert res.exit_code == 2
+    res = runner.invoke(app, ["calibrate", "-n", "0", "--out", str(path)])
+    assert res.exit_code == 2 and "--devices" in res.stderr
+    res = runner.invoke(app, ["calibrate", "--ndev", "2"])  # the option's old name
+    assert res.exit_code == 2 and "No such option" in res.stderr
+    # a file where its folder should be: one error line, status 1
+    res = runner.invoke(app, ["calibrate", "-n", "1", "--out", str(path / "inside.json")])
+    assert res.exit_code == 1 and res.stderr.startswith("error: ") and "Traceback" not in res.output
 
 
 def test_version_is_printed_and_comes_from_one_place() -> None:
@@ -166,3 +191,14 @@ def test_version_is_printed_and_comes_from_one_place() -> None:
     assert importlib.metadata.version("einrel") == einrel.__version__
     assert project["license"] == "Apache-2.0"  # an SPDX expression, with the file beside it
     assert "Apache License" in (root / "LICENSE").read_text()
+
+
+def test_plan_with_doppler_says_it_trains_a_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from einrel.place.doppler import placer
+
+    monkeypatch.setattr(placer, "SHORT_EPISODES", {1: 4, 2: 4})
+    res = runner.invoke(app, ["plan", "ffnn_train", "--size", "tiny", "--placer", "doppler"])
+    assert res.exit_code == 0, res.output
+    note = res.stderr.splitlines()[0]
+    assert note.startswith("note: no stored Doppler policy") and "kept nowhere" in note
+    assert "einrel place train NAME[:SIZE] --devices 2 --stage 1 --out P.pt" in note

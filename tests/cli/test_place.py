@@ -1,4 +1,5 @@
-"""`einrel place`: JSON output, placers, policies, training, and errors without tracebacks."""
+"""`einrel place`: JSON output, placers, policies, training, and errors without tracebacks
+(usage errors exit with status 2, errors einrel raises with one `error:` line and status 1)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typer.testing import CliRunner
 
 from einrel.cli.place import app
 from einrel.place import load_graph_file
-from einrel.place.doppler import DopplerPolicy, load_policy
+from einrel.place.doppler import DopplerPolicy, load_policy, placer
+from einrel.place.doppler.policy import cache_dir
 from einrel.place.graphfile import RELEASED_DIR
 from einrel.place.simulate import simulate
 
@@ -46,7 +48,31 @@ def test_explicit_graph_command_and_search_budget() -> None:
 def test_table_output() -> None:
     result = runner.invoke(app, [str(FFNN), "--devices", "4"])
     assert result.exit_code == 0
-    assert "critical-path" in result.stdout and "lower bound" in result.stdout
+    assert "lower bound" in result.stdout
+    # the placer placed is the baseline: one critical-path row, not two
+    assert result.stdout.count("critical-path") == 1
+    result = runner.invoke(app, [str(FFNN), "--devices", "4", "--placer", "heft"])
+    assert result.exit_code == 0
+    assert result.stdout.count("heft") == 1 and result.stdout.count("critical-path") == 1
+
+
+def test_doppler_without_a_stored_policy_says_it_trains_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(placer, "SHORT_EPISODES", {1: 4, 2: 4})
+    chain = str(DATA / "chain_mm_112nodes.txt")  # policies are stored for 4 devices, not 3
+    result = runner.invoke(app, [chain, "-n", "3", "--placer", "doppler", "--json"])
+    assert result.exit_code == 0, result.output
+    note = result.stderr.splitlines()[0]
+    assert note.startswith("note: no stored Doppler policy for graph 'chain_mm_112nodes' on 3")
+    assert "training one now (8 episodes" in note and "roughly" in note
+    stored = next((cache_dir()).glob("chain_mm_112nodes-3dev-*.pt"))
+    assert f"kept in {stored}" in note
+    assert "einrel place train chain_mm_112nodes --devices 3 --stage 1" in note
+    assert len(json.loads(result.stdout)["assignment"]) == 76
+    # the next run finds the policy it kept, and says nothing
+    result = runner.invoke(app, [chain, "-n", "3", "--placer", "doppler", "--json"])
+    assert result.exit_code == 0 and "note:" not in result.stderr
 
 
 def test_policy_option_and_device_mismatch(tmp_path: Path) -> None:
@@ -59,13 +85,24 @@ def test_policy_option_and_device_mismatch(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "p4.pt was trained for 4 devices, but 8" in result.stderr
     result = runner.invoke(app, [str(FFNN), "-n", "4", "--policy", str(path)])
-    assert result.exit_code == 1 and "--policy applies to doppler" in result.stderr
+    assert result.exit_code == 2
+    assert "--policy: applies to doppler and doppler+search" in result.stderr
 
 
-def test_unknown_placer() -> None:
-    result = runner.invoke(app, [str(FFNN), "-n", "4", "--placer", "magic"])
-    assert result.exit_code == 1
-    assert "unknown placer 'magic'" in result.stderr and "doppler+search" in result.stderr
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--placer", "magic"],
+        ["--placer", "eindecomp-greedy"],  # places einrel task graphs, not graph files
+        ["-n", "0"],
+    ],
+)
+def test_bad_options_are_usage_errors(args: list[str]) -> None:
+    result = runner.invoke(app, [str(FFNN), "-n", "4", *args])
+    assert result.exit_code == 2
+    assert "Usage: place graph" in result.stderr and "Invalid value for" in result.stderr
+    if "--placer" in args:
+        assert "--placer" in result.stderr and "doppler+search" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -117,7 +154,11 @@ def test_train_command(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args[:-2], "--init", str(out), "-n", "8", "--quiet"])
     assert result.exit_code == 1 and "trained for 4 devices" in result.stderr
     result = runner.invoke(app, ["train", graph, "-n", "4", "--stage", "3", "--quiet"])
-    assert result.exit_code == 1 and "needs an einrel workload" in result.stderr
+    assert result.exit_code == 2 and "needs an einrel workload" in result.stderr
+    bad_options = [(["--stage", "4"], "--stage"), (["--recipe", "x"], "--recipe")]
+    for bad, hint in [*bad_options, (["-n", "0"], "--devices")]:
+        result = runner.invoke(app, ["train", graph, "-n", "4", *bad, "--quiet"])
+        assert result.exit_code == 2 and f"Invalid value for {hint}" in result.stderr, bad
 
 
 def test_train_stage3_on_a_workload_chooses_its_devices(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""The `einrel` command line: `demo`, `plan`, `calibrate`, and `place` (from `cli.place`)."""
+"""The `einrel` command line: `demo`, `plan`, `calibrate`, and `place` (from `cli.place`).
+
+Every command reports a bad option value as a usage error (status 2) and an error einrel raises
+while loading, compiling or running as one `error: <message>` line (status 1); see `cli.common`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,30 @@ from typing import Annotated, Any
 
 import typer
 
+from ..decompose.partitioners import PARTITIONERS
+from ..place.placers import PLACERS
+from .common import (
+    Command,
+    Group,
+    check_choice,
+    check_partitioner,
+    check_placer,
+    einrel_errors,
+    names_help,
+    positive,
+)
 from .place import app as place_app
 
 app = typer.Typer(
     name="einrel",
+    cls=Group,
     help="Tensor-relational ML: extended einsum graphs decomposed, placed, memory-planned, run.",
     no_args_is_help=True,
     add_completion=False,
 )
+DTYPES = ("float32", "float64")
+PARTITIONER_HELP = names_help("Partitioner", "eindecomp", PARTITIONERS)
+PLACER_HELP = names_help("Placer", "critical-path", PLACERS)
 
 
 def _version(value: bool) -> None:
@@ -37,27 +57,7 @@ def main(
     # A callback keeps typer in multi-command mode, so `einrel demo` stays a subcommand.
 
 
-def _check_names(partitioner: str, placer: str) -> None:
-    """Unknown partitioner / placer names as usage errors, with the valid names."""
-    from ..decompose.partitioners import PARTITIONERS
-    from ..place.placers import PLACERS
-
-    if partitioner not in PARTITIONERS:
-        raise typer.BadParameter(
-            f"{partitioner!r}: use one of {', '.join(PARTITIONERS)}", param_hint="--partitioner"
-        )
-    if placer not in PLACERS:
-        raise typer.BadParameter(
-            f"{placer!r}: use one of {', '.join(PLACERS)}", param_hint="--placer"
-        )
-
-
-def _positive(n: int, hint: str) -> None:
-    if n < 1:
-        raise typer.BadParameter(f"{n}: need at least 1", param_hint=hint)
-
-
-@app.command()
+@app.command(cls=Command)
 def demo(
     size: Annotated[
         str,
@@ -66,9 +66,13 @@ def demo(
             "medium."
         ),
     ] = "demo",
-    devices: Annotated[int, typer.Option(help="Logical CPU devices: er.cpu(N).")] = 4,
-    partitioner: Annotated[str, typer.Option(help="Partitioner name.")] = "eindecomp",
-    placer: Annotated[str, typer.Option(help="Placer name.")] = "critical-path",
+    devices: Annotated[
+        int, typer.Option("--devices", "-n", help="Logical CPU devices: er.cpu(N).")
+    ] = 4,
+    partitioner: Annotated[str, typer.Option(help=PARTITIONER_HELP, show_default=False)] = (
+        "eindecomp"
+    ),
+    placer: Annotated[str, typer.Option(help=PLACER_HELP, show_default=False)] = "critical-path",
     dtype: Annotated[
         str, typer.Option(help="float32 or float64 (default float32; float64 with --check-grads).")
     ] = "",
@@ -97,45 +101,54 @@ def demo(
     from ..demos.demo import SIZES, grad_check
     from ..demos.demo import demo as run
 
-    if size not in SIZES:
-        raise typer.BadParameter(f"size {size!r}: use {', '.join(SIZES)}", param_hint="--size")
-    if dtype not in ("", "float32", "float64"):
-        raise typer.BadParameter(f"dtype {dtype!r}: use float32 or float64", param_hint="--dtype")
-    if engine not in ("local", "ray"):
-        raise typer.BadParameter(f"engine {engine!r}: use local or ray", param_hint="--engine")
-    if check_grads:
-        code = grad_check("small" if size == "demo" else size, dtype or "float64", seed)
-    else:
-        _positive(devices, "--devices")
-        _positive(runs, "--runs")
-        _check_names(partitioner, placer)
-        common: dict[str, Any] = dict(
-            devices=devices,
-            partitioner=partitioner,
-            placer=placer,
-            dtype=dtype or "float32",
-            runs=runs,
-            seed=seed,
-        )
-        if engine == "ray":
-            from ..demos.ray import ray_demo
-
-            code = ray_demo(size, **common)
+    check_choice(size, SIZES, "--size")
+    if dtype:
+        check_choice(dtype, DTYPES, "--dtype")
+    check_choice(engine, ("local", "ray"), "--engine")
+    if not check_grads:
+        positive(devices, "--devices")
+        positive(runs, "--runs")
+        check_partitioner(partitioner)
+        check_placer(placer)
+    with einrel_errors():
+        if check_grads:
+            code = grad_check("small" if size == "demo" else size, dtype or "float64", seed)
         else:
-            code = run(size, trace=trace or None, **common)
+            common: dict[str, Any] = dict(
+                devices=devices,
+                partitioner=partitioner,
+                placer=placer,
+                dtype=dtype or "float32",
+                runs=runs,
+                seed=seed,
+            )
+            if engine == "ray":
+                from ..demos.ray import ray_demo
+
+                code = ray_demo(size, **common)
+            else:
+                code = run(size, trace=trace or None, **common)
     if code:
         raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=Command)
 def plan(
-    workload: Annotated[str, typer.Argument(help="matmul_chain, ffnn_train or llama_block.")],
-    devices: Annotated[int, typer.Option(help="Logical CPU devices: er.cpu(N).")] = 2,
+    workload: Annotated[
+        str, typer.Argument(metavar="WORKLOAD", help="matmul_chain, ffnn_train or llama_block.")
+    ],
+    devices: Annotated[
+        int, typer.Option("--devices", "-n", help="Logical CPU devices: er.cpu(N).")
+    ] = 2,
     size: Annotated[str, typer.Option(help="The workload's size name.")] = "small",
     dtype: Annotated[str, typer.Option(help="float32 or float64 (default: the size's own).")] = "",
-    mode: Annotated[str, typer.Option(help="llama_block only: inference or train.")] = "",
-    partitioner: Annotated[str, typer.Option(help="Partitioner name.")] = "eindecomp",
-    placer: Annotated[str, typer.Option(help="Placer name.")] = "critical-path",
+    mode: Annotated[
+        str, typer.Option(help="llama_block only: inference or train (default inference).")
+    ] = "",
+    partitioner: Annotated[str, typer.Option(help=PARTITIONER_HELP, show_default=False)] = (
+        "eindecomp"
+    ),
+    placer: Annotated[str, typer.Option(help=PLACER_HELP, show_default=False)] = "critical-path",
     cost_model: Annotated[
         str, typer.Option(help="'calibrated' (from `einrel calibrate`) or a saved model's path.")
     ] = "",
@@ -143,21 +156,25 @@ def plan(
     """Print the plan and explain() for a workload, without running it."""
     import einrel as er
 
-    from ..errors import EinrelError
     from ..workloads import SIZES, WORKLOADS, get_workload
+    from ..workloads.llama import MODES
 
-    if workload not in WORKLOADS:
-        raise typer.BadParameter(
-            f"{workload!r}: use one of {', '.join(sorted(WORKLOADS))}", param_hint="WORKLOAD"
-        )
+    check_choice(workload, sorted(WORKLOADS), "WORKLOAD")
     if size not in SIZES[workload]:
         raise typer.BadParameter(
             f"{size!r}: {workload} has sizes {', '.join(SIZES[workload])}", param_hint="--size"
         )
-    _positive(devices, "--devices")
-    _check_names(partitioner, placer)
+    if dtype:
+        check_choice(dtype, DTYPES, "--dtype")
+    if mode:
+        if workload != "llama_block":
+            raise typer.BadParameter(f"applies to llama_block, not {workload}", param_hint="--mode")
+        check_choice(mode, MODES, "--mode")
+    positive(devices, "--devices")
+    check_partitioner(partitioner)
+    check_placer(placer)
     options = {"mode": mode} if mode else {}
-    try:
+    with einrel_errors():
         wl = get_workload(workload, size, dtype or None, **options)
         prog = er.compile(
             wl.outputs,
@@ -166,9 +183,6 @@ def plan(
             placer=placer,
             cost_model=cost_model or None,
         )
-    except (EinrelError, TypeError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
     from ..explain import wide_console
 
     console = wide_console()
@@ -178,21 +192,25 @@ def plan(
     prog.close()
 
 
-@app.command()
+@app.command(cls=Command)
 def calibrate(
-    ndev: Annotated[int, typer.Option(help="Devices sharing this machine's cores.")] = 2,
-    path: Annotated[
-        str, typer.Option(help="Where to store it (default: $EINREL_CALIBRATION or ~/.cache).")
+    devices: Annotated[
+        int, typer.Option("--devices", "-n", help="Devices sharing this machine's cores.")
+    ] = 2,
+    out: Annotated[
+        str,
+        typer.Option(help="Cost model file to write (default: $EINREL_CALIBRATION or ~/.cache)."),
     ] = "",
 ) -> None:
     """Measure this machine's cost model (kernel throughputs, engine overhead) and save it."""
     from ..runtime import calibrate_and_save, default_path
 
-    _positive(ndev, "--ndev")
-    cm = calibrate_and_save(path or None, ndev)
+    positive(devices, "--devices")
+    with einrel_errors():
+        cm = calibrate_and_save(out or None, devices)
     for k, v in cm.to_dict().items():
         typer.echo(f"{k:>24} {v:.4g}" if isinstance(v, float) else f"{k:>24} {v}")
-    typer.echo(f"saved to {path or default_path()}")
+    typer.echo(f"saved to {out or default_path()}")
 
 
 app.add_typer(place_app, name="place")

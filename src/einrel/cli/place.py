@@ -3,9 +3,11 @@
     einrel place GRAPH --devices N [--placer NAME] [--policy P] [--seed S] [--budget SEC] [--json]
     einrel place train GRAPH... --stage 1|2|3 --devices N [--episodes K] [--out P] [--init P]
 
-`einrel place GRAPH ...` is short for `einrel place graph GRAPH ...`. Errors that einrel raises on
-purpose (a malformed graph file, a policy trained for another device count, an unknown placer)
-print one line on stderr and exit with status 1, without a traceback.
+`einrel place GRAPH ...` is short for `einrel place graph GRAPH ...`. As in every einrel command
+(`cli.common`), a bad option value (an unknown placer, --policy with a placer that takes none) is
+a usage error with status 2, and an error einrel raises on purpose (a malformed graph file, a
+policy trained for another device count) prints one line on stderr and exits with status 1,
+without a traceback.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
-from ..errors import CompileError, EinrelError
+from ..place.placers import PLACERS
+from .common import Command, Group, check_choice, check_placer, einrel_errors, names_help, positive
 
 if TYPE_CHECKING:
     from typer._click import Context  # the click that typer vendors and its commands run on
 
 UNIT = 1e10  # Doppler's tools report makespans in cost units / 1e10
+# The placers that place a bare operation DAG (eindecomp-greedy needs an einrel task graph).
+GRAPH_PLACERS = tuple(name for name in PLACERS if name != "eindecomp-greedy")
 
 
-class _GraphIsDefault(TyperGroup):
+class _GraphIsDefault(Group):
     """Treat `einrel place GRAPH ...` as `einrel place graph GRAPH ...`."""
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
@@ -45,25 +49,19 @@ app = typer.Typer(
 )
 
 
-def _fail(err: EinrelError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(1)
-
-
-@app.command("graph")
+@app.command("graph", cls=Command)
 def place_graph(
     graph: Annotated[
         Path,
         typer.Argument(
-            help="A graph file in Doppler's format, or a released graph's name (ffnn_192nodes)."
+            metavar="GRAPH",
+            help="A graph file in Doppler's format, or a released graph's name (ffnn_192nodes).",
         ),
     ],
     devices: Annotated[int, typer.Option("--devices", "-n", help="Number of devices.")],
     placer: Annotated[
         str,
-        typer.Option(
-            help="round-robin, random, critical-path, heft, search, doppler, doppler+search."
-        ),
+        typer.Option(help=names_help("Placer", "critical-path", GRAPH_PLACERS), show_default=False),
     ] = "critical-path",
     policy: Annotated[
         Path | None,
@@ -85,28 +83,26 @@ def place_graph(
     from ..place.placers import get_placer
     from ..place.simulate import simulate
 
-    try:
+    positive(devices, "--devices")
+    check_placer(placer, GRAPH_PLACERS)
+    options: dict[str, Any] = {}
+    if policy is not None:
+        if placer not in ("doppler", "doppler+search"):
+            raise typer.BadParameter(
+                f"applies to doppler and doppler+search, not {placer!r}", param_hint="--policy"
+            )
+        options["policy"] = policy
+    if placer in ("search", "doppler+search"):
+        options["budget_s"] = budget
+    if placer in ("doppler", "doppler+search"):
+        options["cache"] = cache_dir()  # the CLI keeps the policies it trains
+    with einrel_errors():
         g = load_graph_file(graph)
-        if devices < 1:
-            raise CompileError(f"--devices must be at least 1, got {devices}")
-        options: dict[str, Any] = {}
-        if policy is not None:
-            if placer not in ("doppler", "doppler+search"):
-                raise CompileError(
-                    f"--policy applies to doppler and doppler+search, not {placer!r}"
-                )
-            options["policy"] = policy
-        if placer in ("search", "doppler+search"):
-            options["budget_s"] = budget
-        if placer in ("doppler", "doppler+search"):
-            options["cache"] = cache_dir()  # the CLI keeps the policies it trains
         fn = get_placer(placer, **options)
         t0 = time.perf_counter()
         assignment = [int(d) for d in fn(g, devices, seed)]
         seconds = time.perf_counter() - t0
         span = simulate(g, assignment, devices).makespan
-    except EinrelError as err:
-        raise _fail(err) from None
     if json_out:
         typer.echo(
             json.dumps(
@@ -128,9 +124,10 @@ def place_graph(
     table.add_column("")
     table.add_column("makespan / 1e10", justify="right")
     table.add_column("vs critical path", justify="right")
-    rows = [
-        (f"[bold]{placer}[/] ({seconds:.2f} s)", span),
-        ("critical-path", cp),
+    rows = [(f"[bold]{placer}[/] ({seconds:.2f} s)", span)]
+    if placer != "critical-path":  # the baseline of the last column, unless it was placed here
+        rows.append(("critical-path", cp))
+    rows += [
         ("1 device", single_device_makespan(g)),
         ("lower bound", lower_bound(g, devices)),
     ]
@@ -142,13 +139,14 @@ def place_graph(
     console.print(f"ops per device: {per_dev}")
 
 
-@app.command("train")
+@app.command("train", cls=Command)
 def train_policy(
     graphs: Annotated[
         list[str],
         typer.Argument(
+            metavar="GRAPH",
             help="Doppler graph files, or einrel workloads as NAME[:SIZE] "
-            "(e.g. llama_block:medium: the training step decomposed for --devices)."
+            "(e.g. llama_block:medium: the training step decomposed for --devices).",
         ),
     ],
     devices: Annotated[int, typer.Option("--devices", "-n", help="Number of devices.")],
@@ -188,7 +186,10 @@ def train_policy(
     ] = None,
     sample: Annotated[
         bool | None,
-        typer.Option(help="Sample non-random actions from the softmax (else argmax)."),
+        typer.Option(
+            help="Sample non-random actions from the softmax, or take the argmax "
+            "(default: the recipe's)."
+        ),
     ] = None,
     eval_every: Annotated[
         int | None, typer.Option(help="Updates between greedy checkpoints.")
@@ -207,12 +208,15 @@ def train_policy(
     ] = None,
     time_limit: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     repeats: Annotated[int, typer.Option(help="Stage 3: runs per measured cost (median).")] = 1,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a Doppler policy on one or more graphs for one stage and save it."""
-    try:
-        from ..place.doppler.recipes import get_recipe
+    positive(devices, "--devices")
+    check_choice(str(stage), ("1", "2", "3"), "--stage")
+    from ..place.doppler.recipes import RECIPES
 
+    check_choice(recipe, RECIPES, "--recipe")
+    with einrel_errors():
         given = {
             "lr": lr,
             "eps": eps,
@@ -224,7 +228,7 @@ def train_policy(
             "choose_devices": choose_devices,
             "confirm": confirm,
         }
-        options = {**get_recipe(recipe).get(stage, {})}
+        options = {**RECIPES[recipe].get(stage, {})}
         options.update({k: v for k, v in given.items() if v is not None})
         path, log = _train(
             graphs,
@@ -239,8 +243,6 @@ def train_policy(
             repeats,
             not quiet,
         )
-    except EinrelError as err:
-        raise _fail(err) from None
     unit, name = (UNIT, "/ 1e10") if log["unit"] == UNIT else (1e-3, "ms")
     typer.echo(
         f"stage {stage}: {log['episodes']} episodes in {log['seconds']:.1f} s "
@@ -273,10 +275,6 @@ def _train(
     from ..place.doppler.trainer import train
     from ..place.graphfile import load_graph_file
 
-    if ndev < 1:
-        raise CompileError(f"--devices must be at least 1, got {ndev}")
-    if stage not in (1, 2, 3):
-        raise CompileError(f"--stage must be 1, 2 or 3, got {stage}")
     graphs = []
     oracles = []
     workloads = 0
@@ -288,14 +286,17 @@ def _train(
             workloads += 1
         else:
             if stage == 3:
-                raise CompileError(
+                raise typer.BadParameter(
                     f"{spec}: stage 3 measures einrel's engine, so it needs an einrel workload "
-                    f"(NAME[:SIZE], e.g. llama_block:medium), not a graph file"
+                    f"(NAME[:SIZE], e.g. llama_block:medium), not a graph file",
+                    param_hint="GRAPH",
                 )
             graphs.append(load_graph_file(spec))
             oracles.append(None)
     if workloads and workloads != len(graphs):
-        raise CompileError("train on graph files or on workloads, not both at once")
+        raise typer.BadParameter(
+            "graph files or einrel workloads, not both at once", param_hint="GRAPH"
+        )
     policy = load_policy(init, ndev) if init is not None else DopplerPolicy(ndev, seed=seed)
     unit = UNIT if not workloads else 1.0
     log = train(

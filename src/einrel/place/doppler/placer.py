@@ -11,6 +11,7 @@ makespans shown in the graph's units / 1e10, or in ms for graphs costed in secon
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +24,32 @@ from .trainer import TrainLog, train
 
 # Episodes of the policy trained on the fly for a graph without a stored one.
 SHORT_EPISODES: Mapping[int, int] = {1: 200, 2: 300}
+# Rough training seconds per episode and op (stages I and II), for the note before training.
+SECONDS_PER_OP_EPISODE = 2.5e-4
+
+
+def training_note(graph: PlaceGraph, ndev: int, cache: str | Path | None) -> str:
+    """What `policy_for` says on stderr before it trains: a run that stalls for seconds without
+    saying why looks hung, and the user can train a policy ahead instead."""
+    episodes = sum(n for n in SHORT_EPISODES.values() if n > 0)
+    seconds = max(1, round(SECONDS_PER_OP_EPISODE * graph.num_ops * episodes))
+    name = graph.name or fingerprint(graph)
+    spec = name if graph.origin is None else "NAME[:SIZE]"  # a graph file, or an einrel workload
+    head = (
+        f"note: no stored Doppler policy for graph {name!r} on {ndev} devices; training one "
+        f"now ({episodes} episodes of stages I and II, roughly {seconds} s)"
+    )
+    train = f"einrel place train {spec} --devices {ndev} --stage"
+    if cache is None:
+        return (
+            f"{head}, kept nowhere. To train one ahead: `{train} 1 --out P.pt`, then "
+            f"`{train} 2 --init P.pt --out P.pt`, and place with policy=P.pt."
+        )
+    path = Path(cache) / policy_filename(graph.name, ndev, fingerprint(graph))
+    return (
+        f"{head}, kept in {path} for the next run. To train one ahead: `{train} 1`, then "
+        f"`{train} 2 --init {path}`."
+    )
 
 
 def train_policy(
@@ -86,6 +113,8 @@ def policy_for(
             f"no Doppler policy for graph {graph.name or fp!r} on {ndev} devices; "
             f"train one with `einrel place train`"
         )
+    if progress:
+        print(training_note(graph, ndev, cache), file=sys.stderr, flush=True)
     pol, _ = train_policy(graph, ndev, seed=seed, progress=progress)
     if cache is not None:
         with contextlib.suppress(OSError):  # an unwritable cache only costs a retrain next time

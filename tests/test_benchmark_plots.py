@@ -1,0 +1,101 @@
+"""The benchmarks' charts draw from their JSON results: each plotting function, given a tiny
+synthetic result shaped like the one its script writes, saves a PNG."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A benchmark script as a module (its folder on sys.path, for `import common`)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the PNG header: the file is a real image, not an empty one."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _timed(median: float) -> dict[str, Any]:
+    runs = [median * f for f in (0.9, 1.0, 1.05, 1.3)]
+    return {"median_s": median, "min_s": min(runs), "max_s": max(runs), "runs_s": runs}
+
+
+def test_ffnn_plot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ffnn = _load("ffnn", monkeypatch)
+    results = {k: _timed(t) for k, t in (("einrel", 0.5), ("numpy", 0.45), ("torch", 1.0))}
+    results["dask rows=1024"] = _timed(0.6)
+    doc = {
+        "gemm_gflop": 170.0,
+        "runs": 4,
+        "workload": {"batch": 4096, "widths": [1024, 4096, 1024], "dtype": "float32"},
+        "machine": {"threads": 2},
+        "sgemm_peak": {"gflops": 430.0},
+        "results": results,
+        "verdict": {
+            "faster_of_numpy_torch": "numpy",
+            "einrel_over_faster_of_numpy_torch": 0.9,
+            "best_dask": "dask rows=1024",
+            "einrel_over_best_dask": 1.2,
+            "einrel_fraction_of_sgemm_peak": 0.8,
+        },
+    }
+    path = tmp_path / "ffnn.png"
+    ffnn.plot(doc, path)
+    width, height = _png_size(path)
+    assert width > 600 and height > 250
+
+
+def test_ray_overhead_plot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    ray_overhead = _load("ray_overhead", monkeypatch)
+    overhead = [
+        {"engine": e, "graph": g, "tasks": 100, "median_wall_s": w, "us_per_task": w * 1e4}
+        for e, scale in (("einrel-ray", 1.0), ("plain-ray", 10.0))
+        for g, w in (("chain", 0.02 * scale), ("wide", 0.03 * scale), ("pingpong", 0.2))
+    ]
+    overhead[2]["moves"] = 49
+    doc = {
+        "meta": {"cores": 2, "ray": "2.x", "load_avg_before": [1.0], "load_avg_after": [1.5]},
+        "ffnn": {
+            "batch": 1024,
+            "widths": [256, 1024, 256],
+            "cpu_wall_s": [0.3, 0.31, 0.35],
+            "ray_wall_s": [0.33, 0.34, 0.4],
+            "ratio_ray_over_cpu": 1.1,
+            "bytes_equal": True,
+        },
+        "overhead": overhead,
+    }
+    path = tmp_path / "ray_overhead.png"
+    ray_overhead.plot(doc, path)
+    width, height = _png_size(path)
+    assert width > 600 and height > 250
+
+
+def test_decompose_plot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    decompose = _load("decompose", monkeypatch)
+    rows = [
+        {"workload": w, "ndev": n, "partitioner": p, "cost": 100.0 * (1 + k), "speedup_bound": n}
+        for w in ("matmul_chain", "ffnn_train")
+        for n in (2, 4)
+        for k, p in enumerate(decompose.PARTITIONERS)
+    ]
+    path = tmp_path / "decompose.png"
+    decompose.plot(rows, path)
+    width, height = _png_size(path)
+    assert width > 600 and height > 250
