@@ -202,3 +202,16 @@ def test_plan_with_doppler_says_it_trains_a_policy(monkeypatch: pytest.MonkeyPat
     note = res.stderr.splitlines()[0]
     assert note.startswith("note: no stored Doppler policy") and "kept nowhere" in note
     assert "einrel place train NAME[:SIZE] --devices 2 --stage 1 --out P.pt" in note
+
+
+def test_plan_writes_the_plan_picture(tmp_path: Path) -> None:
+    for level, marker in (("tasks", "subgraph cluster_d1"), ("nodes", "×")):
+        out = tmp_path / f"{level}.dot"
+        res = runner.invoke(
+            app, ["plan", "ffnn_train", "--size", "tiny", "--dot", str(out), "--dot-level", level]
+        )
+        assert res.exit_code == 0, res.output
+        assert f"plan picture written to {out}" in res.output
+        assert out.read_text().startswith('digraph "') and marker in out.read_text()
+    res = runner.invoke(app, ["plan", "ffnn_train", "--size", "tiny", "--dot-level", "blocks"])
+    assert res.exit_code == 2 and "--dot-level" in res.stderr

@@ -152,6 +152,17 @@ def plan(
     cost_model: Annotated[
         str, typer.Option(help="'calibrated' (from `einrel calibrate`) or a saved model's path.")
     ] = "",
+    dot: Annotated[
+        str,
+        typer.Option(
+            metavar="PATH",
+            help="Also write the plan's picture: DOT text for .dot, an image for .png/.svg/.pdf "
+            "(needs graphviz).",
+        ),
+    ] = "",
+    dot_level: Annotated[
+        str, typer.Option(help="What --dot draws: tasks (per device) or nodes (partitions).")
+    ] = "tasks",
 ) -> None:
     """Print the plan and explain() for a workload, without running it."""
     import einrel as er
@@ -173,6 +184,7 @@ def plan(
     positive(devices, "--devices")
     check_partitioner(partitioner)
     check_placer(placer)
+    check_choice(dot_level, ["tasks", "nodes"], "--dot-level")
     options = {"mode": mode} if mode else {}
     with einrel_errors():
         wl = get_workload(workload, size, dtype or None, **options)
@@ -189,6 +201,10 @@ def plan(
     console.print(f"[bold]{workload}[/] size {size}: {wl.flops / 1e9:.3g} GFLOP")
     console.print(str(prog.plan))
     prog.explain(console)
+    if dot:
+        with einrel_errors():
+            written = prog.plan.render(dot, level=dot_level)
+        console.print(f"plan picture written to {written}")
     prog.close()
 
 
