@@ -34,6 +34,7 @@ from .frontend.functions import (
 from .frontend.leaves import causal_mask, fill, input, ones, var, zeros
 from .frontend.nn import cross_entropy, layer_norm, log_softmax, mse, rms_norm, softmax
 from .frontend.reference import evaluate
+from .frontend.relation import coo, densify, relation
 from .frontend.tensor import (
     Tensor,
     astype,
@@ -51,6 +52,7 @@ from .frontend.tensor import (
 from .frontend.tensor import slice_ as slice
 from .frontend.tensor import sum_ as sum
 from .ir.graph import Graph
+from .kernels.coo import Coo
 from .loading import load
 from .place import placers
 from .program import Plan, Program, Report, compile
@@ -58,6 +60,7 @@ from .version import __version__ as __version__
 
 __all__ = [
     "CompileError",
+    "Coo",
     "Devices",
     "EinrelError",
     "ExecutionError",
@@ -81,8 +84,10 @@ __all__ = [
     "causal_mask",
     "compile",
     "concat",
+    "coo",
     "cpu",
     "cross_entropy",
+    "densify",
     "einsum",
     "elementwise",
     "evaluate",
@@ -106,6 +111,7 @@ __all__ = [
     "partitioners",
     "placers",
     "ray",
+    "relation",
     "relu",
     "reshape",
     "rms_norm",

@@ -19,10 +19,11 @@ def explain(prog: Any, console: Any = None) -> None:
     from rich.table import Table
 
     from .decompose import node_costs
+    from .decompose.relations import dense_view
 
     console = console or wide_console()
     plan = prog.plan
-    costs = node_costs(plan.graph, plan.decomposition)
+    costs = node_costs(dense_view(plan.graph), plan.decomposition)
     nodes = Table(title=f"partitions ({plan.partitioner}), modelled cost {plan.cost:.4g} elements")
     for col in ("node", "op", "shape", "parts", "join", "agg", "repartition", "tasks"):
         nodes.add_column(
@@ -34,7 +35,9 @@ def explain(prog: Any, console: Any = None) -> None:
     for n in plan.graph.nodes:
         c = costs.get(n.id)
         parts = plan.parts_text(n.name)
-        what = n.einsum.spec if n.op == "einsum" else n.op
+        what = n.op
+        if n.op in ("einsum", "sparse"):
+            what = (n.einsum if n.op == "einsum" else n.attrs.einsum).spec
         nodes.add_row(
             n.name,
             what,
@@ -44,9 +47,11 @@ def explain(prog: Any, console: Any = None) -> None:
             str(ntasks.get(n.id, 0)),
         )
     console.print(nodes)
+    keys = any(n.op == "relation" for n in plan.graph.nodes)
     console.print(
         "parts: i×2 = einsum label i cut into 2 blocks; d0×2 = dimension 0 of a non-einsum node; "
-        "join / agg / repartition: modelled elements per stage"
+        + ("u:key = a key of a relation (its tuples stay in one block); " if keys else "")
+        + "join / agg / repartition: modelled elements per stage"
     )
     stats = plan.tasks.stats()
     sim = prog.simulate()

@@ -18,6 +18,7 @@ import numpy as np
 
 from .decompose.partition import Partition
 from .decompose.partitioners import Partitioner
+from .decompose.relations import decompose, dense_view, has_relations
 from .devices import Devices, cpu, parse_bytes
 from .errors import CompileError, EinrelError
 from .frontend.reference import bind_feeds, check_output, shape_results
@@ -53,16 +54,30 @@ class Plan:
         out: dict[str, dict[str, int]] = {}
         for n in self.graph.nodes:
             p = self.decomposition[n.id]
-            keys = (
-                list(n.einsum.labels) if n.op == "einsum" else [str(d) for d in range(len(p.dims))]
-            )
+            if n.op == "einsum":
+                keys = list(n.einsum.labels)
+            elif n.op == "sparse":
+                keys = list(n.attrs.einsum.output)
+            elif n.op == "relation":
+                keys = [*n.attrs.keys, *n.attrs.values]
+            else:
+                keys = [str(d) for d in range(len(p.dims))]
             out[n.name] = dict(zip(keys, p.grid))
         return out
 
     def parts_text(self, name: str) -> str:
-        """A node's partition for people: `i×2 j×1` (label × parts; `d0×2` for dimensions)."""
+        """A node's partition for people: `i×2 j×1` (label × parts; `d0×2` for dimensions);
+        a relation's keys read `u:key` and an einsum over one ends `over A`."""
+        n = next(m for m in self.graph.nodes if m.name == name)
+        keys = set(n.attrs.keys) if n.op == "relation" else set()
+        if n.op == "sparse":
+            keys = set(n.attrs.keys) if n.attrs.out is not None else set()
         grid = self.partitions[name]
-        return " ".join(f"{k if not k.isdigit() else 'd' + k}×{v}" for k, v in grid.items())
+        text = " ".join(
+            f"{k}:key" if k in keys else f"{k if not k.isdigit() else 'd' + k}×{v}"
+            for k, v in grid.items()
+        )
+        return text + (f" over {n.attrs.relation}" if n.op == "sparse" else "")
 
     def to_dot(self, level: str = "tasks") -> str:
         """Graphviz DOT text of the plan: `level="tasks"` draws every block task in a cluster
@@ -350,7 +365,7 @@ def compile(
             graph = fuse_elementwise(graph)
         model = CostModel.resolve(cost_model)
         bar.step(f"decomposing {len(graph)} nodes ({part.name})")
-        decomposition = part(graph, devs.n)
+        decomposition = decompose(part, graph, devs.n)
         # On Ray, `memory` is a reservation per actor (Ray's `memory` resource), not a budget
         # the plan must keep to: no refinement and no memory plan, so nothing is dropped.
         budget = devs.memory if devs.kind != "ray" else None
@@ -358,6 +373,11 @@ def compile(
             from .runtime.gpu import default_budget
 
             budget = default_budget(devs)
+        if budget is not None and has_relations(graph):
+            raise CompileError(
+                f"{devs}: relations run on er.cpu(n) and er.ray(n) without a memory budget; "
+                "memory plans (budgets, GPUs) for relations are not built yet"
+            )
         if budget is not None and fit_budget:
             from .memory.fit import fit_to_budget
 
@@ -380,7 +400,7 @@ def compile(
             graph,
             dict(decomposition),
             placed,
-            plan_cost(graph, decomposition),
+            plan_cost(dense_view(graph), decomposition),
             part.name,
             where.name,
             memgraph,

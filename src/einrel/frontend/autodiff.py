@@ -26,8 +26,10 @@ from collections.abc import Sequence
 from ..errors import GradError
 from ..ir import scalar as S
 from ..ir.graph import Node, toposort
+from ..ir.relation import support_of
 from . import tensor as F
 from .leaves import fill, zeros
+from .relation import densify
 from .tensor import Tensor
 
 Cotangent = Tensor | float  # a float is the constant-filled seed d(loss)/d(loss) = 1
@@ -61,7 +63,7 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor]) -> list[Tensor]:
             continue
         g = _sum(parts, n)
         done[id(n)] = g
-        if n.stop_grad or n.op in ("input", "fill"):
+        if n.stop_grad or n.op in ("input", "fill", "relation"):
             continue
         for k, contribution in _vjp(n, g):
             if id(n.inputs[k]) in live:
@@ -69,8 +71,16 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor]) -> list[Tensor]:
     out = []
     for t in targets:
         ct = done.get(id(t.node))
-        out.append(zeros(t.shape, t.dtype) if ct is None else _as_tensor(ct, t.node))
+        out.append(_zeros_like(t) if ct is None else _as_tensor(ct, t.node))
     return out
+
+
+def _zeros_like(t: Tensor) -> Tensor:
+    """Zeros shaped as `t`: for a relation, zeros on its support (never a dense N×N)."""
+    if support_of(t.node) is None:
+        return zeros(t.shape, t.dtype)
+    labs = "abcdefghijklmnopqrstuvwxyz"[: len(t.shape)]
+    return F.einsum(f"{labs}->{labs}", t, join=S.ZERO, agg=None)
 
 
 def _as_tensor(g: Cotangent, like: Node) -> Tensor:
@@ -93,9 +103,13 @@ def _sum(parts: list[Cotangent], n: Node) -> Cotangent:
 
 
 def _vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
-    if n.op == "einsum":
+    if n.op in ("einsum", "sparse"):
         return _einsum_vjp(n, g)
     gt = _as_tensor(g, n)
+    if n.op == "densify":  # the cotangent at the relation's tuples
+        labs = "abcdefghijklmnopqrstuvwxyz"[: len(n.shape)]
+        rel = Tensor(n.inputs[0])
+        return [(0, F.einsum(f"{labs},{labs}->{labs}", rel, gt, join=S.hole(1), agg=None))]
     if n.op == "reshape":
         return [(0, F.reshape(gt, n.inputs[0].shape))]
     if n.op == "slice":
@@ -132,7 +146,10 @@ def _cast(t: Tensor, dtype: str) -> Tensor:
 
 
 def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
-    op = n.attrs
+    op = n.attrs.einsum if n.op == "sparse" else n.attrs
+    # Over a relation, every VJP einsum joins that relation's tuples too: an operand on its
+    # support keeps the join sparse even when the derivative does not read its values.
+    support = next((j for j, x in enumerate(n.inputs) if support_of(x) is not None), None)
     y = Tensor(n)
     xs = [Tensor(x) for x in n.inputs]
     k = op.arity
@@ -146,7 +163,7 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
         if work in ("float16", "bfloat16"):
             work = "float32"
             xs = [_cast(x, work) for x in xs]
-        y = Tensor(Node("einsum", tuple(x.node for x in xs), n.shape, work, op))
+        y = Tensor(Node(n.op, tuple(x.node for x in xs), n.shape, work, n.attrs))
     # Extra operands that precede the inputs in every VJP einsum, and the join factor that
     # turns d(join)/d(x_i) into the contribution.
     if op.agg in (None, "sum"):
@@ -194,6 +211,11 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
             specs.append(labs)
             operands.append(_cast(val, work) if isinstance(val, Tensor) else val)
         join = S.remap_holes(join, {h: j for j, h in enumerate(holes)})
+        if support is not None and not any(
+            isinstance(o, Tensor) and support_of(o.node) is not None for o in operands
+        ):
+            specs.append(op.inputs[support])
+            operands.append(xs[support])
         target = op.inputs[i]
         present = set("".join(specs))
         sizes = {lab: size[lab] for lab in target if lab not in present}
@@ -202,7 +224,12 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
         mult = math.prod(size[lab] for lab in op.labels if lab not in present and lab not in target)
         if mult != 1:
             join = S.simplify(S.mul(S.const(mult), join))
-        elif specs == [target] and join == S.hole(0) and isinstance(operands[0], Tensor):
+        elif (
+            specs == [target]
+            and join == S.hole(0)
+            and isinstance(operands[0], Tensor)
+            and (support_of(operands[0].node) is None) == (support_of(n.inputs[i]) is None)
+        ):
             out.append((i, _cast(operands[0], n.inputs[i].dtype)))  # the cotangent as it is
             continue
         contribution = F.einsum(
@@ -213,6 +240,8 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
             sizes=sizes or None,
             dtype=work,
         )
+        if support_of(contribution.node) is not None and support_of(n.inputs[i]) is None:
+            contribution = densify(contribution)  # a dense operand that was read at the tuples
         out.append((i, _cast(contribution, n.inputs[i].dtype)))
     return out
 

@@ -14,6 +14,9 @@ import numpy as np
 from .. import kernels
 from ..errors import FeedError
 from ..ir.graph import Graph
+from ..kernels.coo import Coo
+from ..kernels.sparse import sparse_einsum
+from .relation import bind_relation
 from .tensor import Tensor, build_graph
 
 
@@ -27,7 +30,7 @@ def bind_feeds(
     an error unless `strict` is False."""
     if not isinstance(feeds, Mapping):
         raise FeedError(f"feeds must be a mapping from input names to arrays, got {type(feeds)}")
-    inputs = {n.name: n for n in graph.inputs}
+    inputs = {n.name: n for n in (*graph.inputs, *graph.relations)}
     variables = set(graph.variables)
     unknown = sorted(set(feeds) - set(inputs) - variables)
     if unknown and strict:
@@ -40,8 +43,11 @@ def bind_feeds(
         raise FeedError(
             f"feeds are missing {missing} (inputs {sorted(inputs)}, variables {sorted(variables)})"
         )
-    arrays: dict[int, np.ndarray] = {}
+    arrays: dict[int, Any] = {}
     for name, node in inputs.items():
+        if node.op == "relation":
+            arrays[node.id] = bind_relation(name, node, feeds[name], cast)
+            continue
         arr = _feed_array(name, node, feeds[name], cast)
         if arr.shape != node.shape:
             raise FeedError(
@@ -83,14 +89,16 @@ def _feed_array(name: str, node: Any, value: Any, cast: bool) -> np.ndarray:
         raise FeedError(f"feed {name!r} cannot be read as an array: {e}") from None
 
 
-def run_node(
-    graph: Graph, i: int, env: Mapping[int, np.ndarray], variables: Mapping[str, float]
-) -> np.ndarray:
+def run_node(graph: Graph, i: int, env: Mapping[int, Any], variables: Mapping[str, float]) -> Any:
     """Evaluate node i of `graph` on whole tensors from `env`."""
     n = graph[i]
     args = [env[j] for j in n.inputs]
     if n.op == "einsum":
         return kernels.einsum(n.attrs, args, variables, n.dtype)
+    if n.op == "sparse":
+        return sparse_einsum(n.attrs, args, variables, n.dtype)
+    if n.op == "densify":
+        return args[0].to_dense()
     if n.op == "fill":
         return kernels.fill(n.attrs, n.shape, n.dtype)
     if n.op == "slice":
@@ -113,7 +121,7 @@ def interpret(
     last_use = {j: i for i, n in enumerate(graph.nodes) for j in n.inputs}
     keep = set(graph.outputs)
     for n in graph.nodes:
-        if n.op != "input":
+        if n.op not in ("input", "relation"):
             env[n.id] = run_node(graph, n.id, env, variables)
         for j in set(n.inputs):
             if last_use[j] == n.id and j not in keep:
@@ -123,7 +131,10 @@ def interpret(
     return [_unaliased(env[i], fed) for i in graph.outputs]
 
 
-def _unaliased(a: np.ndarray, feeds: Sequence[np.ndarray]) -> np.ndarray:
+def _unaliased(a: Any, feeds: Sequence[Any]) -> Any:
+    if isinstance(a, Coo):  # a relation: its own values, and indices the caller cannot change
+        fed = [x for f in feeds for x in ((f.indices, f.values) if isinstance(f, Coo) else (f,))]
+        return Coo(_unaliased(a.indices, fed), _unaliased(a.values, fed), a.shape)
     if a.flags.owndata and not any(np.may_share_memory(a, f) for f in feeds):
         return a
     return a.copy()
@@ -168,6 +179,16 @@ def shape_results(values: list[np.ndarray], many: bool, output: str) -> Any:
     if output == "torch":
         import torch
 
-        tensors = [torch.from_numpy(v if v.flags.c_contiguous else v.copy()) for v in values]
+        def to_torch(v: Any) -> Any:
+            if isinstance(v, Coo):  # a hybrid sparse COO tensor: value dims stay dense
+                return torch.sparse_coo_tensor(
+                    torch.from_numpy(v.indices),
+                    torch.from_numpy(v.values),
+                    v.shape,
+                    check_invariants=False,  # checked when fed or built by einrel
+                )
+            return torch.from_numpy(v if v.flags.c_contiguous else v.copy())
+
+        tensors = [to_torch(v) for v in values]
         return tensors if many else tensors[0]
     return values if many else values[0]

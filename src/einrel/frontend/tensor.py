@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..errors import EinrelError, ShapeError
+from ..errors import EinrelError, ShapeError, SpecError
 from ..ir import scalar as S
 from ..ir.einsum import make_einsum
 from ..ir.graph import (
@@ -31,6 +31,7 @@ from ..ir.graph import (
     check_shape,
     graph_of,
 )
+from ..ir.relation import sparse_einsum, support_of
 
 
 class Tensor:
@@ -217,18 +218,24 @@ def einsum(
             f"{[t.dtype for t in tensors]}; convert with .astype(...) first"
         )
     out_dtype = check_dtype(dtype or (tensors[0].dtype if tensors else "float32"), "einsum")
-    node = Node("einsum", tuple(t.node for t in tensors), op.out_shape, out_dtype, op)
+    supports = [support_of(t.node) for t in tensors]
+    if any(s is not None for s in supports):  # a join over a relation's tuples
+        where = _where("einsum", shapes) + f" {op.spec!r}"
+        sparse = sparse_einsum(op, supports, where)
+        node = Node("sparse", tuple(t.node for t in tensors), op.out_shape, out_dtype, sparse)
+    else:
+        node = Node("einsum", tuple(t.node for t in tensors), op.out_shape, out_dtype, op)
     return Tensor(node, name=name) if name is not None else Tensor(node)
 
 
 def stop_gradient(x: Tensor) -> Tensor:
     """The identity, seen by er.grad as a constant."""
     x = _tensor(x, "stop_gradient")
-    if x.node.op != "einsum":
+    if x.node.op not in ("einsum", "sparse"):
         labs = _L[: x.ndim]
         x = einsum(f"{labs}->{labs}", x, agg=None)
     n = x.node  # the same einsum, flagged (no extra node)
-    return Tensor(Node("einsum", n.inputs, n.shape, n.dtype, n.attrs, stop_grad=True))
+    return Tensor(Node(n.op, n.inputs, n.shape, n.dtype, n.attrs, n.name, stop_grad=True))
 
 
 def _is_scalar(x: Any) -> bool:
@@ -343,7 +350,7 @@ def transpose(x: Tensor, axes: Sequence[int] | None = None) -> Tensor:
 
 
 def reshape(x: Tensor, shape: Sequence[int] | int) -> Tensor:
-    x = _tensor(x, "reshape")
+    x = _dense(x, "reshape")
     dims = [shape] if isinstance(shape, int) else [int(n) for n in shape]
     if dims.count(-1) > 1:
         raise ShapeError(f"reshape of {x.shape}: at most one -1 in {tuple(dims)}")
@@ -361,7 +368,7 @@ def reshape(x: Tensor, shape: Sequence[int] | int) -> Tensor:
 
 
 def slice_(x: Tensor, starts: Sequence[int], stops: Sequence[int]) -> Tensor:
-    x = _tensor(x, "slice")
+    x = _dense(x, "slice")
     starts, stops = tuple(int(s) for s in starts), tuple(int(s) for s in stops)
     if len(starts) != x.ndim or len(stops) != x.ndim:
         raise ShapeError(f"slice of {x.shape}: needs {x.ndim} starts and stops")
@@ -407,13 +414,24 @@ def getitem(x: Tensor, index: Any) -> Tensor:
     return y
 
 
+def _dense(x: Any, what: str) -> Tensor:
+    """`x` as a Tensor that is not a relation: structural ops move dense blocks only."""
+    t = _tensor(x, what)
+    if support_of(t.node) is not None:
+        raise SpecError(
+            f"{what} of {t!r}: a relation has no {what}; aggregate it into a dense tensor with "
+            "er.einsum, or scatter it with er.densify first"
+        )
+    return t
+
+
 def _scalar_of(x: Tensor) -> Tensor:
     labs = _L[: x.ndim]
     return einsum(f"{labs}->", x)
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
-    ts = [_tensor(t, "concat") for t in tensors]
+    ts = [_dense(t, "concat") for t in tensors]
     if not ts:
         raise ShapeError("concat needs at least one tensor")
     if len(ts) == 1:

@@ -124,14 +124,14 @@ def _rebuild(
     replaced, renumbered in order."""
     new_id: dict[int, int] = {}
     nodes: list[GNode] = []
-    taken = {n.name for n in graph.nodes if n.op == "input"}
+    taken = {n.name for n in graph.nodes if n.op in ("input", "relation")}
     for n in graph.nodes:
         if n.id in gone:
             continue
         i = len(nodes)
         new_id[n.id] = i
         attrs, inputs = changed.get(n.id, (n.attrs, n.inputs))
-        name = n.name if n.op == "input" else node_name(n.name, i, taken)
+        name = n.name if n.op in ("input", "relation") else node_name(n.name, i, taken)
         taken.add(name)
         nodes.append(
             GNode(

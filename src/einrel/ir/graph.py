@@ -26,7 +26,9 @@ DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16"}
 
 
-Op = Literal["input", "fill", "einsum", "slice", "concat", "reshape"]
+Op = Literal[
+    "input", "fill", "einsum", "slice", "concat", "reshape", "relation", "sparse", "densify"
+]
 OPS: tuple[Op, ...] = get_args(Op)
 
 
@@ -162,11 +164,18 @@ class Graph:
         return tuple(n for n in self.nodes if n.op == "input")
 
     @property
+    def relations(self) -> tuple[GNode, ...]:
+        """The relation inputs (sparse leaves fed by name, as inputs are)."""
+        return tuple(n for n in self.nodes if n.op == "relation")
+
+    @property
     def variables(self) -> tuple[str, ...]:
         names: set[str] = set()
         for n in self.nodes:
             if n.op == "einsum":
                 names |= n.einsum.join.variables()
+            elif n.op == "sparse":
+                names |= n.attrs.einsum.join.variables()
         return tuple(sorted(names))
 
     def to_dot(self) -> str:
@@ -203,11 +212,14 @@ class Graph:
         def ty(n: GNode) -> str:
             return f"{_SHORT[n.dtype]}[{','.join(map(str, n.shape))}]"
 
-        args = ", ".join(f"{n.name}: {ty(n)}" for n in self.inputs)
+        args = ", ".join(
+            f"{n.name}: {ty(n)}" + (f" {n.attrs}" if n.op == "relation" else "")
+            for n in (*self.inputs, *self.relations)
+        )
         var = "; " + ", ".join("$" + v for v in self.variables) if self.variables else ""
         lines = [f"graph({args}{var}) {{"]
         for n in self.nodes:
-            if n.op == "input":
+            if n.op in ("input", "relation"):
                 continue
             ins = ", ".join(self.nodes[i].name for i in n.inputs)
             what = str(n.attrs) + (" stop_grad" if n.stop_grad else "")
@@ -260,18 +272,19 @@ def graph_of(roots: Sequence[Node]) -> Graph:
     ids = {id(node): i for i, node in enumerate(order)}
     names: dict[str, int] = {}
     nodes: list[GNode] = []
-    taken = {n.name for n in order if n.op == "input" and n.name is not None}
+    leaves = ("input", "relation")
+    taken = {n.name for n in order if n.op in leaves and n.name is not None}
     for i, node in enumerate(order):
-        if node.op != "input":
+        if node.op not in leaves:
             name = node_name(node.name, i, taken)
             taken.add(name)
         else:
-            assert node.name is not None, node  # er.input always names its node
+            assert node.name is not None, node  # er.input / er.relation always name their node
             name = node.name
             if name in names:
                 raise EinrelError(
-                    f"two different graph inputs are both named {name!r}; input names must be "
-                    "unique because feeds are matched by name"
+                    f"two different graph inputs or relations are both named {name!r}; their "
+                    "names must be unique because feeds are matched by name"
                 )
             names[name] = i
         nodes.append(

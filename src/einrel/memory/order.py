@@ -69,6 +69,7 @@ def renumber(tg: TaskGraph, order: list[int]) -> TaskGraph:
                 t.device,
                 t.op,
                 t.offset,
+                t.support,
             )
         )
     outputs = tuple(tuple((new[t], off) for t, off in row) for row in tg.outputs)

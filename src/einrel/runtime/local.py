@@ -141,7 +141,10 @@ class LocalEngine:
         c = self._pooled
         if c is None or c[0] is not tg:
             least = self.pool.min_bytes if self.pool is not None else 0
-            c = self._pooled = (tg, [t.kind in POOLED and t.nbytes >= least for t in tg.tasks])
+            c = self._pooled = (
+                tg,
+                [t.kind in POOLED and t.support is None and t.nbytes >= least for t in tg.tasks],
+            )
         return c[1]
 
     def _blas_limit(self) -> Any:

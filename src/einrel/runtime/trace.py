@@ -34,6 +34,8 @@ def _label(tg: TaskGraph | None, t: int) -> tuple[str, str, str]:
 def node_label(tg: TaskGraph, node: int) -> str:
     """A graph node as trace events show it: its name, and its einsum spec when it has one."""
     n = tg.graph[node]
+    if n.op == "sparse":
+        return f"{n.name} [{n.attrs.einsum.spec}]"
     return f"{n.name} [{n.einsum.spec}]" if n.op == "einsum" else n.name
 
 
@@ -41,8 +43,8 @@ def node_args(tg: TaskGraph, node: int) -> dict[str, Any]:
     """What a trace event's args say of its graph node: name, op and the whole einsum."""
     n = tg.graph[node]
     args: dict[str, Any] = {"node": n.name, "op": n.op}
-    if n.op == "einsum":
-        args["einsum"] = str(n.einsum)
+    if n.op in ("einsum", "sparse"):
+        args["einsum"] = str(n.attrs)
     return args
 
 

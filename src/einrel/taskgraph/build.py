@@ -25,6 +25,7 @@ from ..decompose.usage import squeeze_map
 from ..errors import CompileError
 from ..ir.einsum import Einsum
 from ..ir.graph import Graph
+from ..ir.relation import support_of
 from .ir import Piece, Task, TaskGraph, TaskKind
 
 
@@ -57,8 +58,18 @@ class _Builder:
         op: Any = None,
         offset: Sequence[int] = (),
     ) -> int:
+        support = support_of(self.graph[node])
         t = Task(
-            len(self.tasks), kind, node, tuple(inputs), tuple(shape), dtype, -1, op, tuple(offset)
+            len(self.tasks),
+            kind,
+            node,
+            tuple(inputs),
+            tuple(shape),
+            dtype,
+            -1,
+            op,
+            tuple(offset),
+            support,
         )
         self.tasks.append(t)
         return t.id
@@ -70,7 +81,9 @@ class _Builder:
             return self.memo[key]
         n = self.graph[u]
         offs, sizes = box
-        if n.op == "input":
+        if n.op in ("input", "relation"):
+            if n.op == "relation" and tuple(sizes) != n.shape:
+                raise CompileError(f"relation {n.name} is read whole, not as the block {box}")
             t = self.add("input", u, (), sizes, n.dtype, offset=offs)
         elif n.op == "fill":
             t = self.add("fill", u, (), sizes, n.dtype, op=n.attrs, offset=offs)
@@ -99,12 +112,15 @@ class _Builder:
 
     def node(self, v: int) -> None:
         n = self.graph[v]
-        if n.op in ("input", "fill"):
+        if n.op in ("input", "fill", "relation"):
             return
         part = output_partition(self.graph, self.dec, v)
         out: dict[Box, int] = {}
         if n.op == "einsum":
             out = self._einsum(v)
+        elif n.op in ("sparse", "densify"):  # one task over whole operands
+            ins = [self.gather(u, _whole(self.graph[u].shape)) for u in n.inputs]
+            out[_whole(n.shape)] = self.add(n.op, v, ins, n.shape, n.dtype, op=n.attrs)
         elif n.op == "slice":
             for box in part.boxes():
                 offs = tuple(o + s for o, s in zip(box[0], n.attrs.starts))
@@ -195,6 +211,10 @@ class _Builder:
                 t = self.gather(src.id, (tuple(o), tuple(s)))
             out[box] = self.add("reshape", v, (t,), box[1], n.dtype)
         return out
+
+
+def _whole(shape: Sequence[int]) -> Box:
+    return (0,) * len(shape), tuple(shape)
 
 
 def build_tasks(graph: Graph, decomposition: Mapping[int, Partition]) -> TaskGraph:

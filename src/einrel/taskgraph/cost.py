@@ -67,6 +67,8 @@ class CostModel:
                 work = op.flops() / self.elementwise_elems_per_s
             if task.op.init:
                 work += math.prod(op.out_shape) / self.elementwise_elems_per_s
+        elif kind == "sparse":  # the join over every tuple, the other labels dense
+            work = task.op.flops() / self.elementwise_elems_per_s
         elif kind == "agg":
             work = math.prod(task.shape) * max(1, len(task.inputs) - 1) / self.agg_elems_per_s
         else:  # input, fill, assemble, reshape: bytes written

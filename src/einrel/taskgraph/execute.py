@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ExecutionError
+from ..kernels.coo import Coo
 from ..kernels.ops import Array, BlockOps
+from ..kernels.sparse import sparse_einsum
 from .ir import Task
 
 Rule = Callable[
@@ -26,6 +28,8 @@ Rule = Callable[
 
 
 def _input(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: Any) -> Array:
+    if t.support is not None:  # a relation: its feed, whole (blocks are never written)
+        return inputs[t.node]
     return ops.take(inputs[t.node], t.offset, t.shape, t.dtype, out)
 
 
@@ -56,7 +60,18 @@ def _reshape(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables
 
 
 def _move(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: Any) -> Array:
+    if isinstance(args[0], Coo):  # a relation travels as its index array and its values
+        a = args[0]
+        return Coo(a.indices.copy(), a.values.copy(), a.shape)
     return ops.copy(out, args[0], t.shape, t.dtype)
+
+
+def _sparse(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: Any) -> Any:
+    return sparse_einsum(t.op, args, variables, t.dtype)
+
+
+def _densify(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: Any) -> Any:
+    return args[0].to_dense()
 
 
 RULES: dict[str, Rule] = {
@@ -67,6 +82,8 @@ RULES: dict[str, Rule] = {
     "assemble": _assemble,
     "reshape": _reshape,
     "move": _move,
+    "sparse": _sparse,
+    "densify": _densify,
 }
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import ExecutionError
+from ..ir.relation import support_of
 from ..kernels.ops import NUMPY
 from .execute import execute
 from .ir import Task, TaskGraph
@@ -45,6 +46,10 @@ def assemble_outputs(tg: TaskGraph, value: Mapping[int, np.ndarray]) -> list[np.
     results = []
     for k, blocks in enumerate(tg.outputs):
         node = tg.graph[tg.graph.outputs[k]]
+        if support_of(node) is not None:  # a relation is one block
+            ((t, _),) = blocks
+            results.append(value[t])
+            continue
         out = np.empty(node.shape, dtype=kernels.storage_dtype(node.dtype))
         for t, off in blocks:
             blk = value[t]

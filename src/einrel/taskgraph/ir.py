@@ -11,7 +11,9 @@ from typing import Any, Literal, get_args
 from ..errors import CompileError
 from ..ir.graph import DTYPE_BYTES, Graph
 
-TaskKind = Literal["input", "fill", "apply", "agg", "assemble", "reshape", "move"]
+TaskKind = Literal[
+    "input", "fill", "apply", "agg", "assemble", "reshape", "move", "relation", "sparse", "densify"
+]
 KINDS: tuple[TaskKind, ...] = get_args(TaskKind)
 
 
@@ -39,14 +41,20 @@ class Task:
     device: int = -1
     op: Any = None
     offset: tuple[int, ...] = ()
+    support: Any = None  # the relation's Support when the block is a relation (a Coo)
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the block: for a relation, its values and its index array at `nnz`."""
+        if self.support is not None:
+            k = self.support.nkeys
+            per_tuple = math.prod(self.shape[k:]) * DTYPE_BYTES[self.dtype] + 8 * k
+            return self.support.nnz * per_tuple
         return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
 
     @property
     def flops(self) -> float:
-        if self.kind == "apply":
+        if self.kind in ("apply", "sparse"):
             return self.op.flops()
         if self.kind == "agg":
             return float(math.prod(self.shape) * max(0, len(self.inputs) - 1))

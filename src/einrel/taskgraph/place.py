@@ -32,6 +32,7 @@ def place_tasks(tg: TaskGraph, devices: Sequence[int], ndev: int) -> TaskGraph:
             device,
             kw.get("op", t.op),
             t.offset if "kind" not in kw else (),
+            t.support,
         )
         tasks.append(nt)
         return nt.id
