@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 BASE   := $(VENV)/.einrel-base
 STAMP  := $(VENV)/.einrel-installed
 
-.PHONY: demo test fuzz lint bench clean
+.PHONY: demo test fuzz lint bench clean docs
 
 # What the demo needs: einrel and the CPU build of torch.
 $(BASE): pyproject.toml Makefile
@@ -25,8 +25,8 @@ demo: $(BASE)
 	$(PY) -m einrel demo
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
-	$(PY) -m ruff format --check src tests benchmarks examples
+	$(PY) -m ruff check src tests benchmarks examples docs
+	$(PY) -m ruff format --check src tests benchmarks examples docs
 	$(PY) -m mypy
 	$(PY) -m pytest -n 2 --dist loadgroup
 
@@ -35,9 +35,13 @@ FUZZ_EXAMPLES ?= 50000
 fuzz: $(STAMP)
 	$(PY) -m pytest tests/test_differential.py -n 2 --fuzz-examples $(FUZZ_EXAMPLES)
 
+# The API reference (pdoc) in docs/api/; any warning fails the build.
+docs: $(STAMP)
+	$(PY) docs/build_api.py docs/api
+
 lint: $(STAMP)
-	$(PY) -m ruff check --fix src tests benchmarks examples
-	$(PY) -m ruff format src tests benchmarks examples
+	$(PY) -m ruff check --fix src tests benchmarks examples docs
+	$(PY) -m ruff format src tests benchmarks examples docs
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist docs/api src/*.egg-info .pytest_cache .ruff_cache

@@ -78,6 +78,7 @@ class Devices:
             raise CompileError(f"{self.kind}: the device count must be an int >= 1, got {self.n!r}")
 
     def with_memory(self, memory: int | str | None) -> Devices:
+        """The same devices with a per-device memory budget of `memory` bytes."""
         return Devices(self.kind, self.n, parse_bytes(memory), self.address, self.ids)
 
     def __str__(self) -> str:

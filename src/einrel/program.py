@@ -105,7 +105,7 @@ class Plan:
 
     @property
     def devices(self) -> dict[int, int]:
-        """Task id -> device."""
+        """The device of every task, by task id (moves included)."""
         return {t.id: t.device for t in self.tasks.tasks}
 
     def __repr__(self) -> str:
@@ -286,6 +286,7 @@ class Program:
         return write_program_file(path, header, payload)
 
     def close(self) -> None:
+        """Stop the engine (worker threads, Ray actors, buffer pool); it cannot run after."""
         close = getattr(self.engine, "close", None)
         if close is not None:
             with self._lock:

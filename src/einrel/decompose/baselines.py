@@ -41,7 +41,7 @@ def _build(graph: Graph, parts: Sequence[Sequence[int]]) -> dict[int, Partition]
 
 
 def whole(graph: Graph, ndev: int) -> dict[int, Partition]:
-    """Every node in one block."""
+    """Every node in one block: the no-parallelism baseline every partitioner must beat."""
     check_ndev(ndev)
     return {n.id: Partition.whole(partition_shape(n)) for n in graph.nodes}
 

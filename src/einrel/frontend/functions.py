@@ -10,12 +10,14 @@ from .tensor import Operand, Tensor, elementwise
 
 
 def maximum(a: Operand, b: Operand) -> Any:
+    """The elementwise maximum of `a` and `b` (numbers broadcast); ties split the gradient."""
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         return S.SYM_FUNCS["maximum"](a, b)
     return elementwise(S.SYM_FUNCS["maximum"], a, b, what="maximum")
 
 
 def minimum(a: Operand, b: Operand) -> Any:
+    """The elementwise minimum of `a` and `b` (numbers broadcast); ties split the gradient."""
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         return S.SYM_FUNCS["minimum"](a, b)
     return elementwise(S.SYM_FUNCS["minimum"], a, b, what="minimum")

@@ -26,6 +26,7 @@ def input(name: str, shape: Sequence[int], dtype: str = "float32") -> Tensor:
 
 
 def fill(shape: Sequence[int], value: float, dtype: str = "float32") -> Tensor:
+    """A constant tensor of `shape` filled with `value` (made on each device that reads it)."""
     where = f"fill {value!r}"
     return Tensor(
         Node("fill", (), check_shape(shape, where), check_dtype(dtype, where), Fill(float(value)))
@@ -33,10 +34,12 @@ def fill(shape: Sequence[int], value: float, dtype: str = "float32") -> Tensor:
 
 
 def zeros(shape: Sequence[int], dtype: str = "float32") -> Tensor:
+    """A tensor of zeros (a fill)."""
     return fill(shape, 0.0, dtype)
 
 
 def ones(shape: Sequence[int], dtype: str = "float32") -> Tensor:
+    """A tensor of ones (a fill)."""
     return fill(shape, 1.0, dtype)
 
 

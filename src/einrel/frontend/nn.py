@@ -25,6 +25,7 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """`log(softmax(x))` over `axis`, computed stably (max subtracted first)."""
     x = _tensor(x, "log_softmax")
     labs, red = _last_axis(x, axis, "log_softmax")
     m = stop_gradient(einsum(f"{labs}->{red}", x, agg="max"))
@@ -63,6 +64,7 @@ def layer_norm(
     eps: float = 1e-5,
     axis: int = -1,
 ) -> Tensor:
+    """Layer normalisation over the last axis (mean 0, variance 1, then `eps` guarded)."""
     x = _tensor(x, "layer_norm")
     labs, red = _last_axis(x, axis, "layer_norm")
     ax = _axes(x, axis, "layer_norm")[0]

@@ -46,18 +46,22 @@ class Tensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The tensor's shape (a relation's: its key sizes, then its value dims)."""
         return self.node.shape
 
     @property
     def dtype(self) -> str:
+        """The einrel dtype: float32, float64, float16 or bfloat16."""
         return self.node.dtype
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return len(self.node.shape)
 
     @property
     def name(self) -> str | None:
+        """The name given by er.input, er.relation, `name=` or `.named()`; None otherwise."""
         return self.node.name
 
     def named(self, name: str) -> Tensor:
@@ -69,9 +73,11 @@ class Tensor:
 
     @property
     def size(self) -> int:
+        """The number of elements (of the dense extent, for a relation)."""
         return math.prod(self.node.shape)
 
     def graph(self) -> Graph:
+        """The graph of everything this tensor depends on, with this tensor as its output."""
         return build_graph([self])
 
     def __repr__(self) -> str:
@@ -136,32 +142,41 @@ class Tensor:
 
     @property
     def T(self) -> Tensor:
+        """The transpose (all axes reversed), as numpy's `.T`."""
         return transpose(self)
 
     def transpose(self, *axes: Any) -> Tensor:
+        """The tensor with its axes permuted (reversed when `axes` is None), as numpy."""
         if len(axes) == 1 and not isinstance(axes[0], numbers.Integral):  # x.transpose((1, 0))
             axes = tuple(axes[0]) if axes[0] is not None else ()
         return transpose(self, axes or None)
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        """The sum over `axis` (all axes when None), as numpy; `keepdims` keeps them as size 1."""
         return reduce(self, "sum", axis, keepdims)
 
     def max(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        """The maximum over `axis` (all axes when None); ties share the gradient equally."""
         return reduce(self, "max", axis, keepdims)
 
     def min(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        """The minimum over `axis` (all axes when None); ties share the gradient equally."""
         return reduce(self, "min", axis, keepdims)
 
     def prod(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        """The product over `axis` (all axes when None); exact gradients with zeros present."""
         return reduce(self, "prod", axis, keepdims)
 
     def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+        """The mean over `axis` (all axes when None), as numpy."""
         return mean(self, axis, keepdims)
 
     def reshape(self, *shape: Any) -> Tensor:
+        """The same elements in another shape (one -1 is inferred), as numpy in C order."""
         return reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def astype(self, dtype: str) -> Tensor:
+        """The tensor converted to einrel dtype `dtype` (the same tensor if it has it)."""
         return astype(self, dtype)
 
 
@@ -189,7 +204,60 @@ def einsum(
     dtype: str | None = None,
     name: str | None = None,
 ) -> Tensor:
-    """The extended einsum. Numbers and run-time variables may stand for 0-d operands."""
+    """The extended einsum: ``Z[out] = AGG over the other labels of JOIN(X1[l1], ..., Xk[lk])``.
+
+    Every label names one dimension size across the operands. For each point of the join space
+    (all labels), `join` is applied to the matching element of every operand; the labels not
+    in the output are then aggregated away with `agg`. With the defaults (product join, sum
+    aggregation) it is numpy's einsum.
+
+    Parameters
+    ----------
+    spec : str
+        numpy-style labels: ``"ij,jk->ik"``; implicit output (``"ij,jk"``: labels seen once,
+        sorted); ``"..."`` for leading dims; ``",ij->ij"`` for a 0-d operand. Letters only; a
+        label repeated inside one operand (a diagonal) is a SpecError.
+    *operands : Tensor, number or er.var(...)
+        One per comma-separated part of `spec`; numbers and run-time variables stand for 0-d
+        operands and are folded into the join. A relation (`er.relation`) makes the join range
+        over its present tuples only (see below).
+    join : callable or scalar expression, optional
+        A function of one symbolic scalar per operand, traced once into einrel's scalar
+        language: arithmetic, ``**``, comparisons inside ``er.where``, ``er.exp / log / sqrt /
+        tanh / relu / sigmoid / silu / gelu / maximum / minimum / abs``, Python numbers and
+        ``er.var(name)`` (bound by the feeds at run time). Default: the product of the operands.
+    agg : {"sum", "prod", "max", "min"} or None
+        How the labels absent from the output are combined (default "sum"). None only when no
+        label is aggregated (an elementwise einsum). Gradients of max / min split equally
+        among tied elements; prod's gradient is exact with zeros present.
+    sizes : dict, optional
+        Sizes of output labels that no operand has, to broadcast along them:
+        ``er.einsum("i->ij", x, sizes={"j": 4})``.
+    dtype : str, optional
+        The result's dtype (default: the operands' one dtype; operands must agree). float16 and
+        bfloat16 compute in float32 and round the result.
+    name : str, optional
+        A name shown in plans, ``explain()`` and trace events.
+
+    Returns
+    -------
+    Tensor
+        Lazy: nothing runs until ``er.evaluate`` or a compiled Program. Over a relation, the
+        result is a relation on its tuples when the output keeps every key (its key labels
+        first), else dense, with the aggregation's identity (0, 1, -inf, +inf) where a key has
+        no tuples.
+
+    Raises
+    ------
+    SpecError, ShapeError, JoinError
+        Naming the spec, the operand shapes and what is wrong.
+
+    Examples
+    --------
+    >>> d = er.einsum("ik,jk->ij", a, b, join=lambda p, q: (p - q) ** 2)  # squared distances
+    >>> m = er.einsum("bo->b", h, agg="max")                              # row maxima
+    >>> z = er.einsum("uv,ud->vd", A, H)                                  # messages over edges
+    """
     tensors: list[Tensor] = []
     for k, x in enumerate(operands):
         if not isinstance(x, Tensor) and not _is_scalar(x):
@@ -255,6 +323,7 @@ def _tensor(x: Any, what: str) -> Tensor:
 
 
 def broadcast_shapes(*shapes: Sequence[int], what: str = "broadcast") -> tuple[int, ...]:
+    """The shape numpy's broadcasting gives `shapes`; a ShapeError if none."""
     rank = max((len(s) for s in shapes), default=0)
     out: list[int] = []
     for d in range(rank):
@@ -318,6 +387,7 @@ def negative(a: Tensor) -> Tensor:
 
 
 def astype(x: Tensor, dtype: str) -> Tensor:
+    """The tensor `x` converted to einrel dtype `dtype` (`x` itself if it has it)."""
     x = _tensor(x, "astype")
     dtype = check_dtype(dtype, "astype")
     if dtype == x.dtype:
@@ -341,6 +411,7 @@ def _axes(x: Tensor, axis: int | Sequence[int] | None, what: str) -> list[int]:
 
 
 def transpose(x: Tensor, axes: Sequence[int] | None = None) -> Tensor:
+    """`x` with its axes permuted (reversed when `axes` is None), as `np.transpose`."""
     x = _tensor(x, "transpose")
     perm = list(range(x.ndim))[::-1] if axes is None else _axes(x, axes, "transpose")
     if sorted(perm) != list(range(x.ndim)):
@@ -350,6 +421,7 @@ def transpose(x: Tensor, axes: Sequence[int] | None = None) -> Tensor:
 
 
 def reshape(x: Tensor, shape: Sequence[int] | int) -> Tensor:
+    """The elements of `x` in another shape (one -1 is inferred), as `np.reshape` in C order."""
     x = _dense(x, "reshape")
     dims = [shape] if isinstance(shape, int) else [int(n) for n in shape]
     if dims.count(-1) > 1:
@@ -368,6 +440,7 @@ def reshape(x: Tensor, shape: Sequence[int] | int) -> Tensor:
 
 
 def slice_(x: Tensor, starts: Sequence[int], stops: Sequence[int]) -> Tensor:
+    """The block `starts:stops` of `x` (unit steps); `x[a:b, c]` does the same."""
     x = _dense(x, "slice")
     starts, stops = tuple(int(s) for s in starts), tuple(int(s) for s in stops)
     if len(starts) != x.ndim or len(stops) != x.ndim:
@@ -431,6 +504,7 @@ def _scalar_of(x: Tensor) -> Tensor:
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Tensors joined along `axis`; all other dims and the dtype must agree."""
     ts = [_dense(t, "concat") for t in tensors]
     if not ts:
         raise ShapeError("concat needs at least one tensor")
@@ -467,10 +541,12 @@ def reduce(
 
 
 def sum_(x: Tensor, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+    """The sum of `x` over `axis` (all axes when None), as `np.sum`."""
     return reduce(x, "sum", axis, keepdims)
 
 
 def mean(x: Tensor, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+    """The mean of `x` over `axis` (all axes when None), as `np.mean`."""
     x = _tensor(x, "mean")
     n = math.prod(x.shape[a] for a in _axes(x, axis, "mean"))
     return reduce(x, "sum", axis, keepdims, join=lambda v: v * (1.0 / n))

@@ -161,6 +161,7 @@ class Graph:
 
     @property
     def inputs(self) -> tuple[GNode, ...]:
+        """The dense graph inputs, fed by name, in id order."""
         return tuple(n for n in self.nodes if n.op == "input")
 
     @property
@@ -170,6 +171,7 @@ class Graph:
 
     @property
     def variables(self) -> tuple[str, ...]:
+        """The run-time variables (`er.var`) the joins read, sorted by name."""
         names: set[str] = set()
         for n in self.nodes:
             if n.op == "einsum":

@@ -23,18 +23,22 @@ class Coo:
 
     @property
     def nnz(self) -> int:
+        """The number of tuples."""
         return int(self.indices.shape[1])
 
     @property
     def nkeys(self) -> int:
+        """The number of keys (index rows)."""
         return int(self.indices.shape[0])
 
     @property
     def dtype(self) -> np.dtype:
+        """The values' numpy dtype."""
         return self.values.dtype
 
     @property
     def nbytes(self) -> int:
+        """Bytes held: the index array and the values."""
         return int(self.indices.nbytes + self.values.nbytes)
 
     def to_dense(self, fill: float = 0.0) -> np.ndarray:
