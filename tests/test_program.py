@@ -278,8 +278,12 @@ def test_reprs_say_what_a_program_and_its_plan_are() -> None:
         r"placer=critical-path, memory plan=no\)",
         repr(prog.plan),
     )
+    assert repr(prog.report) == "Report(no run yet)"
     prog({"x": np.eye(4, dtype=np.float32)})
     assert re.search(r"last run \d+\.\d ms\)$", repr(prog))
+    assert re.fullmatch(
+        r"Report\(run: [\d.]+ ms; peak \{.*\}; moved .* MiB; offloaded .*\)", repr(prog.report)
+    )
     prog.close()
 
 

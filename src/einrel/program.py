@@ -140,6 +140,9 @@ class Report:
     busy_s: dict[int, float] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list, repr=False)
 
+    def __repr__(self) -> str:
+        return f"Report({self})" if self.wall_time_s else "Report(no run yet)"
+
     def __str__(self) -> str:
         peak = ", ".join(f"{d}: {b / 2**20:.1f} MiB" for d, b in sorted(self.peak_bytes.items()))
         return (
