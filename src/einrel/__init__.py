@@ -35,12 +35,12 @@ from .frontend.leaves import causal_mask, fill, input, ones, var, zeros
 from .frontend.nn import cross_entropy, layer_norm, log_softmax, mse, rms_norm, softmax
 from .frontend.reference import evaluate
 from .frontend.relation import coo, densify, relation
+from .frontend.structure import concat
 from .frontend.tensor import (
     Tensor,
     astype,
     broadcast_shapes,
     build_graph,
-    concat,
     einsum,
     elementwise,
     matmul,

@@ -18,6 +18,7 @@ from .functions import (
 )
 from .leaves import causal_mask, fill, input, ones, var, zeros
 from .nn import cross_entropy, layer_norm, log_softmax, mse, rms_norm, softmax
+from .structure import concat
 from .tensor import (
     Operand,
     Tensor,
@@ -25,7 +26,6 @@ from .tensor import (
     astype,
     broadcast_shapes,
     build_graph,
-    concat,
     divide,
     einsum,
     elementwise,

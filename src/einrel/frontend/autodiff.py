@@ -30,6 +30,7 @@ from ..ir.relation import support_of
 from . import tensor as F
 from .leaves import fill, zeros
 from .relation import densify
+from .structure import concat
 from .tensor import Tensor
 
 Cotangent = Tensor | float  # a float is the constant-filled seed d(loss)/d(loss) = 1
@@ -137,7 +138,7 @@ def _pad(g: Tensor, starts: Sequence[int], full: Sequence[int]) -> Tensor:
         pieces.append(g)
         if b < n:
             pieces.append(zeros(g.shape[:d] + (n - b,) + g.shape[d + 1 :], g.dtype))
-        g = F.concat(pieces, axis=d)
+        g = concat(pieces, axis=d)
     return g
 
 

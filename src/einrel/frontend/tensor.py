@@ -21,7 +21,6 @@ from ..ir import scalar as S
 from ..ir.einsum import make_einsum
 from ..ir.graph import (
     _SHORT,
-    Concat,
     Graph,
     Node,
     Reshape,
@@ -32,6 +31,7 @@ from ..ir.graph import (
     graph_of,
 )
 from ..ir.relation import sparse_einsum, support_of
+from .einsum_doc import EINSUM_DOC
 
 
 class Tensor:
@@ -204,60 +204,6 @@ def einsum(
     dtype: str | None = None,
     name: str | None = None,
 ) -> Tensor:
-    """The extended einsum: ``Z[out] = AGG over the other labels of JOIN(X1[l1], ..., Xk[lk])``.
-
-    Every label names one dimension size across the operands. For each point of the join space
-    (all labels), `join` is applied to the matching element of every operand; the labels not
-    in the output are then aggregated away with `agg`. With the defaults (product join, sum
-    aggregation) it is numpy's einsum.
-
-    Parameters
-    ----------
-    spec : str
-        numpy-style labels: ``"ij,jk->ik"``; implicit output (``"ij,jk"``: labels seen once,
-        sorted); ``"..."`` for leading dims; ``",ij->ij"`` for a 0-d operand. Letters only; a
-        label repeated inside one operand (a diagonal) is a SpecError.
-    *operands : Tensor, number or er.var(...)
-        One per comma-separated part of `spec`; numbers and run-time variables stand for 0-d
-        operands and are folded into the join. A relation (`er.relation`) makes the join range
-        over its present tuples only (see below).
-    join : callable or scalar expression, optional
-        A function of one symbolic scalar per operand, traced once into einrel's scalar
-        language: arithmetic, ``**``, comparisons inside ``er.where``, ``er.exp / log / sqrt /
-        tanh / relu / sigmoid / silu / gelu / maximum / minimum / abs``, Python numbers and
-        ``er.var(name)`` (bound by the feeds at run time). Default: the product of the operands.
-    agg : {"sum", "prod", "max", "min"} or None
-        How the labels absent from the output are combined (default "sum"). None only when no
-        label is aggregated (an elementwise einsum). Gradients of max / min split equally
-        among tied elements; prod's gradient is exact with zeros present.
-    sizes : dict, optional
-        Sizes of output labels that no operand has, to broadcast along them:
-        ``er.einsum("i->ij", x, sizes={"j": 4})``.
-    dtype : str, optional
-        The result's dtype (default: the operands' one dtype; operands must agree). float16 and
-        bfloat16 compute in float32 and round the result.
-    name : str, optional
-        A name shown in plans, ``explain()`` and trace events.
-
-    Returns
-    -------
-    Tensor
-        Lazy: nothing runs until ``er.evaluate`` or a compiled Program. Over a relation, the
-        result is a relation on its tuples when the output keeps every key (its key labels
-        first), else dense, with the aggregation's identity (0, 1, -inf, +inf) where a key has
-        no tuples.
-
-    Raises
-    ------
-    SpecError, ShapeError, JoinError
-        Naming the spec, the operand shapes and what is wrong.
-
-    Examples
-    --------
-    >>> d = er.einsum("ik,jk->ij", a, b, join=lambda p, q: (p - q) ** 2)  # squared distances
-    >>> m = er.einsum("bo->b", h, agg="max")                              # row maxima
-    >>> z = er.einsum("uv,ud->vd", A, H)                                  # messages over edges
-    """
     tensors: list[Tensor] = []
     for k, x in enumerate(operands):
         if not isinstance(x, Tensor) and not _is_scalar(x):
@@ -294,6 +240,9 @@ def einsum(
     else:
         node = Node("einsum", tuple(t.node for t in tensors), op.out_shape, out_dtype, op)
     return Tensor(node, name=name) if name is not None else Tensor(node)
+
+
+einsum.__doc__ = EINSUM_DOC
 
 
 def stop_gradient(x: Tensor) -> Tensor:
@@ -501,26 +450,6 @@ def _dense(x: Any, what: str) -> Tensor:
 def _scalar_of(x: Tensor) -> Tensor:
     labs = _L[: x.ndim]
     return einsum(f"{labs}->", x)
-
-
-def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
-    """Tensors joined along `axis`; all other dims and the dtype must agree."""
-    ts = [_dense(t, "concat") for t in tensors]
-    if not ts:
-        raise ShapeError("concat needs at least one tensor")
-    if len(ts) == 1:
-        return ts[0]
-    ax = _axes(ts[0], axis, "concat")[0]
-    for t in ts[1:]:
-        if t.ndim != ts[0].ndim or any(
-            a != b for d, (a, b) in enumerate(zip(t.shape, ts[0].shape)) if d != ax
-        ):
-            raise ShapeError(f"concat on axis {ax}: shapes {[t.shape for t in ts]} do not fit")
-        if t.dtype != ts[0].dtype:
-            raise ShapeError(f"concat: dtypes {[t.dtype for t in ts]} differ")
-    shape = list(ts[0].shape)
-    shape[ax] = sum(t.shape[ax] for t in ts)
-    return Tensor(Node("concat", tuple(t.node for t in ts), tuple(shape), ts[0].dtype, Concat(ax)))
 
 
 def reduce(
