@@ -103,6 +103,22 @@ def write_chrome_trace(
     return p
 
 
+def kind_legend(ax: Any, kinds: set[str], colors: dict[str, str]) -> None:
+    """One row of colour patches above the axes' top right, a patch per kind drawn."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colors.get(k, "#7f7f7f"), label=k) for k in sorted(kinds)]
+    if handles:
+        ax.legend(
+            handles=handles,
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            fontsize="small",
+            ncol=len(handles),
+            frameon=False,
+        )
+
+
 def write_gantt(
     events: Sequence[Event],
     path: str | Path,
@@ -113,7 +129,6 @@ def write_gantt(
     Uses the Agg canvas directly, so no global matplotlib backend is changed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     lanes = sorted({(e[1], e[2] if e[2] >= 0 else 1 << 30) for e in events})
     row = {lane: i for i, lane in enumerate(lanes)}
@@ -138,16 +153,7 @@ def write_gantt(
     ax.invert_yaxis()
     ax.set_xlabel(f"time ({unit})")
     ax.set_title(title, loc="left")
-    handles = [Patch(color=KIND_COLORS.get(k, "#7f7f7f"), label=k) for k in sorted(kinds_seen)]
-    if handles:
-        ax.legend(
-            handles=handles,
-            loc="lower right",
-            bbox_to_anchor=(1.0, 1.0),
-            fontsize="small",
-            ncol=len(handles),
-            frameon=False,
-        )
+    kind_legend(ax, kinds_seen, KIND_COLORS)
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...memory import MemGraph
 from ..trace import KIND_COLORS as TASK_COLORS
-from ..trace import node_args, node_label
+from ..trace import kind_legend, node_args, node_label
 from .schedule import D2H, H2D, MARKERS, PEER, MemEvent, final_holders
 
 _LANE_NAMES = {H2D: "host -> device", D2H: "device -> host", PEER: "peer in", MARKERS: "markers"}
@@ -131,7 +131,6 @@ def write_mem_png(
     device, the bytes held on the device against its budget and the bytes offloaded."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     fetch = {f.id: f for f in final_holders(mg)}
     work = [e for e in events if e[2] != MARKERS]
@@ -163,33 +162,16 @@ def write_mem_png(
     ax.set_yticklabels([f"dev {d} " + names.get(w, f"w{w}") for d, w in lanes])
     ax.invert_yaxis()
     ax.set_title(title, loc="left")
-    handles = [Patch(color=KIND_COLORS.get(k, "#7f7f7f"), label=k) for k in sorted(kinds)]
-    if handles:
-        ax.legend(
-            handles=handles,
-            loc="lower right",
-            bbox_to_anchor=(1.0, 1.0),
-            fontsize="small",
-            ncol=len(handles),
-            frameon=False,
-        )
+    kind_legend(ax, kinds, KIND_COLORS)
     for k, (d, curve) in enumerate(curves.items()):
         mx = fig.add_subplot(grid[k + 1], sharex=ax)
         ts = [c[0] * scale for c in curve] + [end * scale]
-        mx.step(
-            ts,
-            [c[1] / 2**20 for c in curve] + [curve[-1][1] / 2**20],
-            where="post",
-            label="reserved on device",
-            color="#1f77b4",
-        )
-        mx.step(
-            ts,
-            [c[2] / 2**20 for c in curve] + [curve[-1][2] / 2**20],
-            where="post",
-            label="offloaded to host",
-            color="#d62728",
-        )
+        for col, label, color in (
+            (1, "reserved on device", "#1f77b4"),
+            (2, "offloaded to host", "#d62728"),
+        ):
+            mib = [c[col] / 2**20 for c in curve]
+            mx.step(ts, [*mib, mib[-1]], where="post", label=label, color=color)
         budget = mg.budgets[d] if d < len(mg.budgets) else None
         top = max(max(max(c[1], c[2]) for c in curve), budget or 0)
         if budget is not None:
