@@ -68,7 +68,7 @@ def test_traces_explain_and_saving_know_relations(tmp_path: Path) -> None:
     assert "sparse message [uv,ud->vd]" in names and "input A" in names
     buf = io.StringIO()
     prog.explain(Console(file=buf, width=200))
-    assert "u:key v:key" in buf.getvalue() and "over A" in buf.getvalue()
+    assert "u:key×1 v:key×2" in buf.getvalue() and "over A" in buf.getvalue()
     loaded = er.load(prog.save(tmp_path / "p.einrel"), outputs=outs)
     for a, b in zip(loaded(feeds), prog(feeds)):
         np.testing.assert_array_equal(values(a), values(b))
@@ -76,7 +76,54 @@ def test_traces_explain_and_saving_know_relations(tmp_path: Path) -> None:
     prog.close()
 
 
-def test_memory_budgets_for_relations_are_refused_clearly() -> None:
-    outs, _ = model()
-    with pytest.raises(er.CompileError, match=r"memory plans .* for relations are not built yet"):
-        er.compile(outs, devices=er.cpu(2, memory="1MiB"))
+def test_relations_run_under_memory_budgets_with_offload() -> None:
+    outs, feeds = model()
+    want = er.evaluate(outs, feeds)
+    for ndev, budget in [(1, 16 << 10), (2, 12 << 10), (3, 16 << 10)]:
+        prog = er.compile(outs, devices=er.cpu(ndev, memory=budget))
+        for _ in range(2):
+            for a, b in zip(prog(feeds), want):
+                np.testing.assert_allclose(values(a), values(b), rtol=1e-12, atol=1e-12)
+        assert max(prog.report.peak_bytes.values()) <= budget
+        assert prog.report.bytes_offloaded > 0
+        prog.close()
+
+
+def skewed(n: int = 100, e: int = 300) -> tuple[er.Tensor, er.Coo, np.ndarray]:
+    """Every tuple's u in the first tenth of the keys: a uniform plan is far off."""
+    rng = np.random.default_rng(1)
+    flat = rng.choice(n * (n // 10), e, replace=False)
+    v, u = np.divmod(flat, n // 10)
+    A = er.relation("A", keys={"u": n, "v": n}, nnz=e)
+    H = er.input("H", (n, 8))
+    Z = er.einsum("uv,ud->vd", A, H)
+    feed = er.coo(np.stack([u, v]), rng.standard_normal(e).astype("f4"))
+    return Z, feed, rng.standard_normal((n, 8)).astype("f4")
+
+
+def test_a_block_over_its_planned_tuples_is_a_feed_error_and_structure_fixes_it() -> None:
+    Z, feed, h = skewed()
+    chunks = {"partitioner": "data-parallel"}
+    prog = er.compile(Z, devices=er.cpu(4, memory="64KiB"), **chunks)
+    with pytest.raises(
+        er.FeedError, match=r"block of relation A with .*u in \[0, 25\).* tuples.*structure="
+    ):
+        prog({"A": feed, "H": h})
+    prog.close()
+    prog = er.compile(Z, devices=er.cpu(4, memory="64KiB"), structure={"A": feed}, **chunks)
+    np.testing.assert_allclose(
+        prog({"A": feed, "H": h}), er.evaluate(Z, {"A": feed, "H": h}), rtol=1e-5, atol=1e-6
+    )
+    caps = [t.support.capacity for t in prog.plan.tasks.tasks if t.kind == "input" and t.support]
+    assert max(caps) >= 300 and min(caps) < 100  # counted per block, not spread evenly
+    prog.close()
+    with pytest.raises(er.CompileError, match=r"structure names \['B'\]"):
+        er.compile(Z, devices=er.cpu(2), structure={"B": feed})
+
+
+def test_gpu_and_torch_arena_backends_refuse_relations_clearly() -> None:
+    Z, feed, h = skewed()
+    with pytest.raises(er.CompileError, match=r"numpy memory engine"):
+        er.compile(Z, devices=er.cpu(2, memory="1MiB"), engine_options={"backend": "torch"})(
+            {"A": feed, "H": h}
+        )

@@ -5,16 +5,21 @@ reference, relation outputs in the source's tuple order."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import einrel as er
+from einrel.memory import interpret_memory, min_budget, plan_memory, random_linear_extension
+from einrel.taskgraph.interpret import interpret_tasks
 from einrel.testing.relations import RelCase, build, relation_cases, torch_loss_and_grads
 
 # float64 throughout: the two sides sum in different orders, nothing else differs
 RTOL, ATOL = 1e-10, 1e-12
 PLACERS = ("critical-path", "round-robin", "heft", "random")
+PARTITIONERS = ("eindecomp", "data-parallel", "model-parallel", "largest-dim", "none")
 
 
 def values(x: object) -> np.ndarray:
@@ -34,21 +39,86 @@ def test_reference_gradients_equal_torch_autograd_on_the_masked_dense(case: RelC
         np.testing.assert_allclose(values(g), w, rtol=RTOL, atol=ATOL)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(relation_cases(), st.integers(1, 3), st.sampled_from(PLACERS), st.booleans())
+def same(got: list, want: list) -> None:
+    for a, w in zip(got, want, strict=True):
+        assert type(a) is type(w)
+        if isinstance(w, er.Coo):
+            assert np.array_equal(a.indices, w.indices) and a.shape == w.shape
+        np.testing.assert_allclose(values(a), values(w), rtol=RTOL, atol=ATOL)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    relation_cases(),
+    st.integers(1, 4),
+    st.sampled_from(PARTITIONERS),
+    st.sampled_from(PLACERS),
+    st.booleans(),
+)
 def test_compiled_relation_programs_equal_the_reference(
-    case: RelCase, ndev: int, placer: str, fuse: bool
+    case: RelCase, ndev: int, partitioner: str, placer: str, fuse: bool
 ) -> None:
+    """Blocks (relations cut by key ranges, co-partitioned with the dense operands) on every
+    partitioner: the block interpreter and the engine, run twice, equal the reference."""
     b = build(case)
     outs = [*b.outputs, *er.grad(b.loss, b.targets)]
     want = er.evaluate(outs, b.feeds, strict=False)
-    prog = er.compile(outs, devices=er.cpu(ndev), placer=placer, fuse=fuse, progress=False)
+    prog = er.compile(
+        outs,
+        devices=er.cpu(ndev),
+        partitioner=partitioner,
+        placer=placer,
+        fuse=fuse,
+        progress=False,
+    )
     try:
-        got = prog(b.feeds, strict=False)
-        for a, w in zip(got, want):
-            assert type(a) is type(w)
-            if isinstance(w, er.Coo):
-                assert np.array_equal(a.indices, w.indices) and a.shape == w.shape
-            np.testing.assert_allclose(values(a), values(w), rtol=RTOL, atol=ATOL)
+        same(interpret_tasks(prog.plan.tasks, b.feeds, strict=False), want)
+        same(prog(b.feeds, strict=False), want)
+        same(prog(b.feeds, strict=False), want)
+    finally:
+        prog.close()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    relation_cases(),
+    st.integers(1, 3),
+    st.sampled_from(PARTITIONERS),
+    st.floats(0.3, 1.2),
+    st.integers(0, 2**16),
+)
+def test_memory_planned_relation_programs_equal_the_reference(
+    case: RelCase, ndev: int, partitioner: str, fraction: float, seed: int
+) -> None:
+    """Relation blocks under a budget from below the unrefined plan's smallest (the compiler
+    refines) to above its unconstrained peak: the memory interpreter on a random order of the
+    memory graph and the memory engine, run twice, equal the reference; the peak stays under
+    the budget."""
+    b = build(case)
+    outs = [*b.outputs, *er.grad(b.loss, b.targets)]
+    want = er.evaluate(outs, b.feeds, strict=False)
+    free = er.compile(outs, devices=er.cpu(ndev), partitioner=partitioner, progress=False)
+    tg = free.plan.tasks
+    low, high = max(min_budget(tg)), max(plan_memory(tg, None).stats.peak_bytes)
+    budget = max(
+        1,
+        int(low + fraction * (max(high, low) - low))
+        if fraction >= 0.5
+        else int(low * (0.5 + fraction)),
+    )
+    free.close()
+    try:
+        prog = er.compile(
+            outs, devices=er.cpu(ndev, memory=budget), partitioner=partitioner, progress=False
+        )
+    except er.MemoryBudgetError:
+        return  # a budget below what the finest split needs is refused, clearly
+    try:
+        mg = prog.plan.memgraph
+        order = random_linear_extension(mg, random.Random(seed))
+        same(interpret_memory(mg, b.feeds, order, strict=False), want)
+        same(prog(b.feeds, strict=False), want)
+        same(prog(b.feeds, strict=False), want)
+        assert max(prog.report.peak_bytes.values()) <= budget
     finally:
         prog.close()

@@ -27,6 +27,7 @@ from .ir.fuse import fuse_elementwise
 from .ir.graph import Graph
 from .place.placers import Placer
 from .progress import StepProgress
+from .relations import check_capacities, tuple_counts
 from .runtime.engines import start_engine
 from .taskgraph.build import build_tasks
 from .taskgraph.interpret import assemble_outputs
@@ -57,7 +58,7 @@ class Plan:
             if n.op == "einsum":
                 keys = list(n.einsum.labels)
             elif n.op == "sparse":
-                keys = list(n.attrs.einsum.output)
+                keys = list(n.attrs.einsum.labels)
             elif n.op == "relation":
                 keys = [*n.attrs.keys, *n.attrs.values]
             else:
@@ -74,7 +75,7 @@ class Plan:
             keys = set(n.attrs.keys) if n.attrs.out is not None else set()
         grid = self.partitions[name]
         text = " ".join(
-            f"{k}:key" if k in keys else f"{k if not k.isdigit() else 'd' + k}×{v}"
+            f"{k}:key×{v}" if k in keys else f"{k if not k.isdigit() else 'd' + k}×{v}"
             for k, v in grid.items()
         )
         return text + (f" over {n.attrs.relation}" if n.op == "sparse" else "")
@@ -196,6 +197,8 @@ class Program:
         one to finish)."""
         check_output(output)
         inputs, variables = bind_feeds(self.plan.graph, feeds, strict, cast)
+        if self.plan.memgraph is not None:
+            check_capacities(self.plan.tasks, inputs)
         with self._lock:
             values = self._run(inputs, variables, trace)
         return shape_results(values, not self.single, output)
@@ -315,6 +318,7 @@ def compile(
     progress: bool = True,
     partitioner_options: Mapping[str, Any] | None = None,
     placer_options: Mapping[str, Any] | None = None,
+    structure: Mapping[str, Any] | None = None,
     **unknown: Any,
 ) -> Program:
     """Decompose, place and plan `outputs` for `devices` (default `er.cpu(1)`).
@@ -335,6 +339,12 @@ def compile(
     Refining for a budget stops at `max_tasks` tasks with a MemoryBudgetError that names the
     smallest budget reachable within them. With `progress`, a compile that runs for more than
     two seconds shows what it is doing on stderr.
+
+    Relations are cut into blocks by key ranges. `structure` maps a relation's name to a feed
+    like the ones it will get (an `er.coo`, scipy or torch sparse matrix): the cost model and
+    a memory plan then count each block's tuples instead of assuming `nnz` spreads evenly
+    over the keys. Under a memory budget a block holds what its plan made room for; a feed
+    with more tuples in some block is a FeedError before the run.
     """
     with StepProgress("er.compile", enabled=progress) as bar:
         from .decompose import get_partitioner, plan_cost
@@ -377,18 +387,25 @@ def compile(
             from .runtime.gpu import default_budget
 
             budget = default_budget(devs)
-        if budget is not None and has_relations(graph):
+        if devs.kind == "gpu" and has_relations(graph):
             raise CompileError(
-                f"{devs}: relations run on er.cpu(n) and er.ray(n) without a memory budget; "
-                "memory plans (budgets, GPUs) for relations are not built yet"
+                f"{devs}: relations run on er.cpu(n) (with or without a memory budget) and "
+                "er.ray(n); GPU devices do not hold relation blocks yet"
             )
+        counts = tuple_counts(graph, structure)
         if budget is not None and fit_budget:
             from .memory.fit import fit_to_budget
 
             decomposition = fit_to_budget(
-                graph, decomposition, devs.n, budget, max_tasks=max_tasks, on_round=bar.step
+                graph,
+                decomposition,
+                devs.n,
+                budget,
+                max_tasks=max_tasks,
+                on_round=bar.step,
+                counts=counts,
             )
-        unplaced = build_tasks(graph, decomposition)
+        unplaced = build_tasks(graph, decomposition, counts)
         bar.step(f"placing {len(unplaced.tasks)} tasks ({where.name})")
         assignment = place(where, unplaced, devs.n, model, seed=seed)
         placed = place_tasks(unplaced, assignment, devs.n)

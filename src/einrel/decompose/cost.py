@@ -2,7 +2,8 @@
 
 For an einsum cut into B = ∏ p_l join blocks:
 - join: every input block is replicated to the join blocks that need it,
-  `Σ_k |X_k| · B / B_k` (graph inputs and fills divided by `input_discount`);
+  `Σ_k |X_k| · B / B_k` (graph inputs and fills divided by `input_discount`); a relation
+  counts its tuples, `|X_k|` times its density;
 - aggregation: each output element has ∏_{l aggregated} p_l partials to combine,
   `|Z| · (∏_{l∈A} p_l − 1)`;
 - repartition: the node's output blocks are cut and reassembled into the common refinement of
@@ -95,7 +96,7 @@ def join_cost(graph: Graph, v: int, parts: tuple[int, ...], input_discount: floa
     total = math.prod(parts)
     cost = 0.0
     for u, labs, shape in zip(node.inputs, op.inputs, op.input_shapes):
-        share = math.prod(shape) * total / math.prod(at[lab] for lab in labs)
+        share = math.prod(shape) * graph[u].density * total / math.prod(at[lab] for lab in labs)
         cost += share / input_discount if graph[u].op in LEAVES else share
     return cost
 
@@ -106,7 +107,7 @@ def agg_cost(graph: Graph, v: int, parts: tuple[int, ...]) -> float:
     if node.op != "einsum":
         return 0.0
     nout = len(node.einsum.output)
-    return float(math.prod(node.shape) * (math.prod(parts[nout:]) - 1))
+    return float(math.prod(node.shape) * node.density * (math.prod(parts[nout:]) - 1))
 
 
 @dataclass(frozen=True)

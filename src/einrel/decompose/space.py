@@ -84,7 +84,8 @@ def space_key(graph: Graph, v: int, counts_key: Any) -> Any:
         what: Any = (op.inputs, op.output, op.sizes, op.agg is not None)
     else:
         what = (node.attrs, node.shape)
-    return (node.op, what, leaves, shapes, _slot_groups(graph, v), counts_key)
+    density = (node.density, *(graph[u].density for u in node.inputs))
+    return (node.op, what, leaves, shapes, density, _slot_groups(graph, v), counts_key)
 
 
 @dataclass

@@ -182,8 +182,8 @@ def shape_results(values: list[np.ndarray], many: bool, output: str) -> Any:
         def to_torch(v: Any) -> Any:
             if isinstance(v, Coo):  # a hybrid sparse COO tensor: value dims stay dense
                 return torch.sparse_coo_tensor(
-                    torch.from_numpy(v.indices),
-                    torch.from_numpy(v.values),
+                    torch.from_numpy(np.array(v.indices, dtype=np.int64)),  # torch's own copy
+                    torch.from_numpy(np.require(v.values, requirements="W")),
                     v.shape,
                     check_invariants=False,  # checked when fed or built by einrel
                 )

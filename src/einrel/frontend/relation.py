@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import EinrelError, FeedError
 from ..ir.graph import Node, check_dtype
 from ..ir.relation import Relation, Support, support_of
-from ..kernels.coo import Coo
+from ..kernels.coo import Coo, cached, index_dtype, new_cache
 from .tensor import Tensor
 
 
@@ -66,9 +66,17 @@ def coo(
     coalesce: bool = False,
 ) -> Coo:
     """A relation feed: `indices` (nkeys, nnz) integers (or a tuple of nkeys index arrays) and
-    `values` (nnz, *value dims); no values means 1.0 per tuple. `coalesce=True` sums the values
-    of repeated keys (sorted by key); without it a repeated key is a FeedError when fed.
+    `values` (nnz, *value dims); no values means 1.0 per tuple. A scipy.sparse matrix or a
+    torch sparse COO/CSR tensor converts as it is (its repeated keys summed).
+    `coalesce=True` sums the values of repeated keys (sorted by key); without it a repeated
+    key is a FeedError when fed.
+
+    The feed keeps read-only copies of its arrays, so it can be fed again and again: it is
+    checked once, and its cuts into blocks and sorted orders are made once and kept with it.
+    Build a new one for a new structure (negative samples).
     """
+    if values is None and shape is None and not coalesce and _is_sparse(indices):
+        return _as_coo(indices)
     idx = _indices(indices)
     implicit = values is None
     if implicit:
@@ -88,7 +96,23 @@ def coo(
     if coalesce:
         idx, vals = _coalesce(idx, vals, keys)
     full = tuple(keys) + tuple(vals.shape[1:])
-    return Coo(idx, vals, tuple(int(n) for n in (shape or full)), implicit)
+    return Coo(_frozen(idx), _frozen(vals), tuple(int(n) for n in (shape or full)), implicit)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous array: `a` when it is one already, else a copy."""
+    if not a.flags.writeable and a.flags.c_contiguous:
+        return a
+    out = np.array(a, order="C", copy=True)
+    out.flags.writeable = False
+    return out
+
+
+def _is_sparse(x: Any) -> bool:
+    return (hasattr(x, "tocoo") and hasattr(x, "nnz")) or str(getattr(x, "layout", "")) in (
+        "torch.sparse_coo",
+        "torch.sparse_csr",
+    )
 
 
 def densify(x: Tensor) -> Tensor:
@@ -99,11 +123,21 @@ def densify(x: Tensor) -> Tensor:
 
 
 def bind_relation(name: str, node: Any, value: Any, cast: bool) -> Coo:
-    """Check a relation's feed against its declaration; return it as a Coo of storage dtype."""
+    """Check a relation's feed against its declaration; return it as a Coo of storage dtype.
+    An er.coo feed is checked once: the result is kept with it, and so is all that later
+    stages derive from it (cuts, sorted orders)."""
+    feed = _as_coo(value)
+    return cached(
+        feed,
+        ("bound", name, node.shape, node.dtype, node.attrs, cast),
+        lambda: _bind(name, node, feed, cast),
+    )
+
+
+def _bind(name: str, node: Any, feed: Coo, cast: bool) -> Coo:
     from .. import kernels
 
     rel: Relation = node.attrs
-    feed = _as_coo(value)
     where = f"feed {name!r} (relation {node.name}, keys {dict(zip(rel.keys, node.shape))})"
     if feed.nkeys != len(rel.keys):
         raise FeedError(
@@ -133,10 +167,24 @@ def bind_relation(name: str, node: Any, value: Any, cast: bool) -> Coo:
         )
     if vals.dtype.kind not in "biuf":
         raise FeedError(f"{where}: values have dtype {vals.dtype}, which is not numeric")
-    vals = np.ascontiguousarray(vals, dtype=want)
-    if node.dtype == "bfloat16":
-        vals = kernels.finish(vals, "bfloat16")
-    return Coo(idx, vals, node.shape)
+    if vals.dtype != want or node.dtype == "bfloat16":
+        vals = np.ascontiguousarray(vals, dtype=want)
+        if node.dtype == "bfloat16":
+            vals = kernels.finish(vals, "bfloat16")
+        vals = _frozen(vals)
+    keys = node.shape[: len(rel.keys)]
+    if idx.dtype.itemsize > index_dtype(max(max(keys), rel.nnz)).itemsize:
+        idx = _frozen(idx.astype(index_dtype(max(max(keys), rel.nnz))))
+    return Coo(
+        idx,
+        vals,
+        node.shape,
+        False,
+        None,
+        (),
+        None,
+        feed.cache if idx is feed.indices and vals is feed.values else new_cache(),
+    )
 
 
 def _as_coo(value: Any) -> Coo:
@@ -182,7 +230,9 @@ def _indices(indices: Any) -> np.ndarray:
         raise FeedError(f"er.coo: indices must be (nkeys, nnz), got shape {idx.shape}")
     if idx.dtype.kind not in "iu":
         raise FeedError(f"er.coo: indices must be integers, got dtype {idx.dtype}")
-    return np.ascontiguousarray(idx, dtype=np.int64)
+    if idx.dtype not in (np.int32, np.int64):
+        idx = idx.astype(np.int64)
+    return idx
 
 
 def _flat_keys(idx: np.ndarray, keys: tuple[int, ...]) -> np.ndarray | None:

@@ -121,6 +121,7 @@ class GNode:
     attrs: Any
     name: str
     stop_grad: bool = False
+    density: float = 1.0  # the share of its elements a tensor stores (a relation: tuples / keys)
 
     @property
     def nbytes(self) -> int:

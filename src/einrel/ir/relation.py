@@ -12,8 +12,8 @@ key, else dense, with the aggregation's identity where a key has no tuples.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import SpecError
@@ -67,6 +67,20 @@ class SparseEinsum:
         op = self.einsum
         per = op.flops() / max(1, math.prod(op.join_shape))
         return self.nnz * math.prod(n for lab, n in op.sizes if lab not in self.keys) * per
+
+    def block(self, sizes: Mapping[str, int], nnz: int) -> SparseEinsum:
+        """The same einsum on a join block of these label sizes holding at most `nnz` tuples."""
+        return replace(self, einsum=self.einsum.with_sizes(sizes), nnz=int(nnz))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.einsum.out_shape
+
+    @property
+    def key_shape(self) -> tuple[int, ...]:
+        """The sizes of the support's keys (in the support's key order)."""
+        size = self.einsum.size
+        return tuple(size[lab] for lab in self.keys)
 
     @property
     def kept_keys(self) -> str:

@@ -10,9 +10,10 @@ for a device's GEMM block, benchmarks/kernels.py).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,21 +149,15 @@ def torch_gemm(
     alpha: float = 1.0,
     init3: np.ndarray | None = None,
 ) -> np.ndarray:
-    """torch.baddbmm on zero-copy views, accumulating into a copy of init3 (beta = 1); the
-    calling thread's torch thread count is set to OpenBLAS's (the engines set that per run to
-    cores // devices; torch's setting is per thread) and restored."""
+    """torch.baddbmm on zero-copy views, accumulating into a copy of init3 (beta = 1), with
+    the thread count of `torch_threads`."""
     import torch
 
     if not (am.flags.writeable and bm.flags.writeable):  # torch wants writable memory
         return numpy_gemm(am, bm, out, alpha, init3)
     out = _output(am, bm, out)
     _accumulate_into(out, init3)
-    ctl = _openblas()
-    want = max(1, int(ctl.get_num_threads())) if ctl is not None else 1
-    had = torch.get_num_threads()
-    if had != want:
-        torch.set_num_threads(want)
-    try:
+    with torch_threads():
         a_t, b_t, o_t = torch.from_numpy(am), torch.from_numpy(bm), torch.from_numpy(out)
         if init3 is not None:
             o_t.baddbmm_(a_t, b_t, alpha=alpha)
@@ -170,10 +165,25 @@ def torch_gemm(
             torch.baddbmm(o_t, a_t, b_t, beta=0, alpha=alpha, out=o_t)
         else:
             torch.matmul(a_t, b_t, out=o_t)
+    return out
+
+
+@contextlib.contextmanager
+def torch_threads() -> Iterator[None]:
+    """The calling thread's torch thread count set to OpenBLAS's for a kernel (the engines set
+    that per run to cores // devices; torch's setting is per thread), then restored."""
+    import torch
+
+    ctl = _openblas()
+    want = max(1, int(ctl.get_num_threads())) if ctl is not None else 1
+    had = torch.get_num_threads()
+    if had != want:
+        torch.set_num_threads(want)
+    try:
+        yield
     finally:
         if had != want:
             torch.set_num_threads(had)
-    return out
 
 
 GEMMS: dict[GemmName, Gemm] = {"openblas": openblas_gemm, "torch": torch_gemm, "numpy": numpy_gemm}

@@ -1,25 +1,53 @@
 """`Coo`: a relation's value at run time — the keys of its tuples and one value per tuple.
 
-Relations derived from one input share its index array (same tuples, same order); only their
-values differ, so a derived relation costs its values alone.
+A whole relation lists its tuples in the feed's order. A block of it (the tuples whose keys
+fall in a box) keeps three more facts: `origin`, the box's key offsets (indices stay global);
+`pos`, each tuple's position in the whole relation, which puts blocks back together in the
+feed's order; and `order`, the key its tuples are sorted by (ties by position), or None for
+position order. Which order a block has is a function of how its keys are cut
+(`block_order`), so two blocks cut alike list the same tuples in the same order.
+
+Relations derived from one block share its index arrays and its `cache` (sorted orders, CSR
+pointers, sub-blocks), so a structure fed once is sorted and split once: the cache lives as
+long as the feed object. The index arrays are never written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+Box = tuple[tuple[int, ...], tuple[int, ...]]  # (offsets, sizes)
+
+
+def index_dtype(n: int) -> np.dtype:
+    """The narrowest integer type (int32 or int64) that holds 0..n."""
+    return np.dtype(np.int32 if n < 2**31 else np.int64)
+
+
+def new_cache() -> dict[Any, Any]:
+    """An empty cache of derived structures, with the lock that fills it once."""
+    return {"lock": threading.RLock()}
 
 
 @dataclass(frozen=True, eq=False)
 class Coo:
-    """Tuples of a relation: `indices` (nkeys, nnz) int64, `values` (nnz, *value dims);
-    `shape` is the key sizes then the value dims."""
+    """Tuples of a relation: `indices` (nkeys, nnz) integers, `values` (nnz, *value dims);
+    `shape` is the key sizes then the value dims (of the block, for a block)."""
 
     indices: np.ndarray
     values: np.ndarray
     shape: tuple[int, ...]
     implicit_values: bool = False  # er.coo without values: ones, in whatever dtype is fed
+    pos: np.ndarray | None = field(default=None, repr=False)
+    origin: tuple[int, ...] = ()
+    order: int | None = None
+    cache: dict[Any, Any] = field(default_factory=new_cache, repr=False, compare=False)
 
     @property
     def nnz(self) -> int:
@@ -32,6 +60,16 @@ class Coo:
         return int(self.indices.shape[0])
 
     @property
+    def keys_shape(self) -> tuple[int, ...]:
+        """The key sizes (of the block's key box, for a block)."""
+        return self.shape[: self.nkeys]
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Where the block's key box starts (zeros for a whole relation)."""
+        return self.origin or (0,) * self.nkeys
+
+    @property
     def dtype(self) -> np.dtype:
         """The values' numpy dtype."""
         return self.values.dtype
@@ -41,23 +79,329 @@ class Coo:
         """Bytes held: the index array and the values."""
         return int(self.indices.nbytes + self.values.nbytes)
 
+    def positions(self) -> np.ndarray:
+        """Where each tuple sits in the whole relation."""
+        return np.arange(self.nnz) if self.pos is None else self.pos
+
+    def local(self, k: int) -> np.ndarray:
+        """Key k of every tuple, relative to the block's origin."""
+        o = self.offsets[k]
+        return self.indices[k] - o if o else self.indices[k]
+
     def to_dense(self, fill: float = 0.0) -> np.ndarray:
-        """The dense array: each tuple's value at its keys, `fill` elsewhere."""
+        """The dense array (of the block): each tuple's value at its keys, `fill` elsewhere."""
         out = np.full(self.shape, fill, dtype=self.values.dtype)
-        out[tuple(self.indices)] = self.values
+        out[tuple(self.local(k) for k in range(self.nkeys))] = self.values
         return out
 
     def with_values(self, values: np.ndarray) -> Coo:
         """The same tuples with other values (a relation derived from this one)."""
-        return Coo(self.indices, values, self.shape[: self.nkeys] + tuple(values.shape[1:]))
+        shape = self.keys_shape + tuple(values.shape[1:])
+        return Coo(
+            self.indices, values, shape, False, self.pos, self.origin, self.order, self.cache
+        )
 
-    def permuted(self, order: tuple[int, ...]) -> Coo:
-        """The same tuples with keys in `order` (key dim i is this relation's key order[i])."""
-        if order == tuple(range(self.nkeys)):
-            return self
-        keys = tuple(self.shape[k] for k in order)
-        idx = np.ascontiguousarray(self.indices[list(order)])
-        return Coo(idx, self.values, keys + self.shape[self.nkeys :])
+    def copy(self) -> Coo:
+        """The same block in arrays of its own (a new cache: nothing derived yet)."""
+        pos = None if self.pos is None else self.pos.copy()
+        idx, vals = self.indices.copy(), self.values.copy()
+        return Coo(idx, vals, self.shape, False, pos, self.origin, self.order)
+
+    def __reduce__(self) -> Any:  # the cache (and its lock) stays behind
+        args = (self.indices, self.values, self.shape, self.implicit_values, self.pos)
+        return (Coo, (*args, self.origin, self.order))
 
     def __repr__(self) -> str:
         return f"Coo(shape={self.shape}, nnz={self.nnz}, dtype={self.values.dtype})"
+
+
+def cached(coo: Coo, key: Any, make: Callable[[], Any]) -> Any:
+    """`make()` once per structure: kept in the cache its derived relations share."""
+    c = coo.cache
+    if key in c:
+        return c[key]
+    with c["lock"]:
+        if key not in c:
+            c[key] = make()
+        return c[key]
+
+
+def block_order(split: Sequence[bool]) -> int | None:
+    """The tuple order of a block whose keys are cut as `split` says: sorted by the first cut
+    key (so a block is a contiguous run of that order), else the relation's own order."""
+    return next((k for k, s in enumerate(split) if s), None)
+
+
+def csr(coo: Coo, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Row pointers over key k (local, size+1 of them) and the permutation that sorts the
+    tuples by key k (None when they already are)."""
+
+    def make() -> tuple[np.ndarray, np.ndarray | None]:
+        keys = coo.local(k)
+        perm = None
+        if coo.order != k and keys.size > 1 and np.any(keys[1:] < keys[:-1]):
+            perm = np.argsort(keys, kind="stable").astype(index_dtype(keys.size), copy=False)
+        ptr = np.zeros(coo.shape[k] + 1, np.int64)
+        np.cumsum(np.bincount(keys, minlength=coo.shape[k]), out=ptr[1:])
+        return ptr, perm
+
+    return cached(coo, ("csr", k), make)
+
+
+@dataclass(eq=False)
+class Cut:
+    """Which tuples of a relation a block holds, in its order: `sel` picks them from the
+    relation (a slice or an index array), with their keys, positions and the cache every
+    block of these tuples shares. Only structure: values are taken per relation (`made`
+    keeps the last block made from each value array, so a feed's values are gathered once)."""
+
+    sel: np.ndarray | slice
+    indices: np.ndarray
+    pos: np.ndarray
+    origin: tuple[int, ...]
+    keys: tuple[int, ...]
+    order: int | None
+    cache: dict[Any, Any] = field(default_factory=new_cache)
+    made: dict[Any, tuple[np.ndarray, Coo]] = field(default_factory=dict)
+
+    def of(self, coo: Coo, vbox: Box) -> Coo:
+        """The block of `coo`'s values on these tuples, with the value dims `vbox`."""
+        last = self.made.get(vbox)
+        if last is not None and last[0] is coo.values:
+            return last[1]
+        vals = coo.values[self.sel]
+        k = coo.nkeys
+        if vbox[1] != coo.shape[k:]:
+            vals = vals[(slice(None), *(slice(o, o + s) for o, s in zip(*vbox)))]
+        shape = self.keys + vbox[1]
+        out = Coo(self.indices, vals, shape, False, self.pos, self.origin, self.order, self.cache)
+        self.made[vbox] = (coo.values, out)
+        return out
+
+
+def _positions(coo: Coo, sel: np.ndarray | slice) -> np.ndarray:
+    """Where the tuples `sel` of `coo` sit in the whole relation."""
+    if coo.pos is not None:
+        return coo.pos[sel]
+    if isinstance(sel, slice):
+        lo, hi, _ = sel.indices(coo.nnz)
+        return np.arange(lo, hi, dtype=index_dtype(coo.nnz))
+    return sel.astype(index_dtype(coo.nnz), copy=False)
+
+
+def _base(coo: Coo, order: int | None) -> Cut:
+    """Every tuple of `coo`, listed in `order`."""
+    if order == coo.order:
+        perm = None
+    elif order is None:
+        pos = coo.positions()
+        perm = np.argsort(pos, kind="stable") if np.any(pos[1:] < pos[:-1]) else None
+    else:
+        perm = csr(coo, order)[1]
+    if perm is None:  # the same tuples in the same sequence: what is derived is shared
+        every = slice(None)
+        return Cut(
+            every,
+            coo.indices,
+            _positions(coo, every),
+            coo.offsets,
+            coo.keys_shape,
+            order,
+            coo.cache,
+        )
+    idx = np.ascontiguousarray(coo.indices[:, perm])
+    return Cut(perm, idx, _positions(coo, perm), coo.offsets, coo.keys_shape, order)
+
+
+def _cut(coo: Coo, keys: Box, order: int | None) -> Cut:
+    """The tuples of `coo` in the key box `keys`, listed in `order` (cached)."""
+
+    def make() -> Cut:
+        base = _base(coo, order)
+        if keys == (coo.offsets, coo.keys_shape):
+            return base
+        sel: np.ndarray | slice = slice(None)
+        if order is not None:  # a run of the sorted order
+            ptr, _ = csr(coo, order)
+            lo = keys[0][order] - coo.offsets[order]
+            sel = slice(int(ptr[lo]), int(ptr[lo + keys[1][order]]))
+        inside = None
+        for j in range(coo.nkeys):
+            o, n = keys[0][j], keys[1][j]
+            if j != order and (o, n) != (coo.offsets[j], coo.shape[j]):
+                row = base.indices[j, sel]
+                fits = (row >= o) & (row < o + n)
+                inside = fits if inside is None else inside & fits
+        if inside is not None:
+            sel = np.arange(base.indices.shape[1])[sel][inside]
+        outer = sel if isinstance(base.sel, slice) else base.sel[sel]
+        return Cut(outer, base.indices[:, sel], base.pos[sel], keys[0], keys[1], order)
+
+    return cached(coo, ("cut", keys, order), make)
+
+
+def sorted_by(coo: Coo, k: int) -> Coo:
+    """The relation with its tuples sorted by key k (ties by position)."""
+    if coo.order == k:
+        return coo
+    vbox = ((0,) * (len(coo.shape) - coo.nkeys), coo.shape[coo.nkeys :])
+    return _cut(coo, (coo.offsets, coo.keys_shape), k).of(coo, vbox)
+
+
+def block(coo: Coo, box: Box, order: int | None) -> Coo:
+    """The tuples of `coo` whose keys fall in the key part of `box`, with the value part of
+    `box`, listed in `order` (see `block_order`). A feed is cut once: the cut is cached with
+    its structure, and the values are gathered once per value array."""
+    k = coo.nkeys
+    keys = (box[0][:k], box[1][:k])
+    vbox = (box[0][k:], box[1][k:])
+    if keys == (coo.offsets, coo.keys_shape) and order == coo.order and vbox[1] == coo.shape[k:]:
+        return coo
+    return _cut(coo, keys, order).of(coo, vbox)
+
+
+def _by_tuples(
+    pieces: Sequence[tuple[Coo, tuple[int, ...]]], vshape: tuple[int, ...]
+) -> list[tuple[Coo, np.ndarray]]:
+    """Pieces grouped by their tuples (same key box), each group's values side by side."""
+    groups: dict[tuple[int, ...], list[tuple[Coo, tuple[int, ...]]]] = {}
+    for p, voff in pieces:
+        groups.setdefault(p.offsets + p.keys_shape, []).append((p, voff))
+    out = []
+    for parts in groups.values():
+        first = parts[0][0]
+        k = first.nkeys
+        if len(parts) == 1 and first.shape[k:] == vshape:
+            out.append((first, first.values))
+            continue
+        v = np.empty((first.nnz, *vshape), dtype=first.values.dtype)
+        for p, voff in parts:
+            v[(slice(None), *(slice(o, o + s) for o, s in zip(voff, p.shape[k:])))] = p.values
+        out.append((first, v))
+    return out
+
+
+def assemble(
+    pieces: Sequence[tuple[Coo, tuple[int, ...]]],
+    shape: tuple[int, ...],
+    origin: tuple[int, ...],
+    order: int | None,
+) -> Coo:
+    """One relation block from pieces: each piece is a block and the offset of its value
+    dims inside the result; pieces with the same tuples side by side in the value dims,
+    pieces with other tuples one after another. Listed in `order`."""
+    k = len(origin)
+    groups = _by_tuples(pieces, shape[k:])
+    if len(groups) == 1 and groups[0][0].order == order:
+        c, v = groups[0]
+        return Coo(c.indices, v, shape, False, c.pos, origin, order)
+    indices = np.concatenate([c.indices for c, _ in groups], axis=1)
+    where = np.concatenate([c.positions() for c, _ in groups])
+    values = np.concatenate([v for _, v in groups])
+    perm = (
+        np.argsort(where, kind="stable") if order is None else np.lexsort((where, indices[order]))
+    )
+    return Coo(indices[:, perm], values[perm], shape, False, where[perm], origin, order)
+
+
+def whole(blocks: Sequence[tuple[Coo, tuple[int, ...]]], shape: tuple[int, ...]) -> Coo:
+    """A relation output from its blocks (each with its offsets): every tuple back at its
+    position in the feed's order, indices included."""
+    k = next(iter(blocks))[0].nkeys
+    groups = _by_tuples([(b, off[k:]) for b, off in blocks], shape[k:])
+    if len(groups) == 1 and groups[0][0].pos is None:
+        c, v = groups[0]
+        return Coo(c.indices, v, shape)
+    n = sum(c.nnz for c, _ in groups)
+    dtype = groups[0][0].indices.dtype
+    indices = np.empty((k, n), dtype=dtype)
+    values = np.empty((n, *shape[k:]), dtype=groups[0][1].dtype)
+    seen = np.zeros(n, dtype=bool)
+    for c, v in groups:
+        pos = c.positions()
+        indices[:, pos] = c.indices
+        values[pos] = v
+        seen[pos] = True
+    if not seen.all():
+        raise AssertionError("relation blocks do not tile the relation's tuples")
+    return Coo(indices, values, shape)
+
+
+def capacity(nnz: int, keys: Sequence[int], box: Box, counts: int | None = None) -> int:
+    """Tuples a block with key box `box` is planned for: its count when the structure is
+    known, else its share of `nnz` under a uniform spread, with room for the spread's noise."""
+    if counts is not None:  # room for another structure like it (negative samples)
+        return min(nnz, math.ceil(counts * 1.05) + 16)
+    share = nnz * math.prod(box[1]) / max(1, math.prod(keys))
+    if share >= nnz:
+        return nnz
+    return min(nnz, math.ceil(share * 1.25 + 4 * math.sqrt(share) + 64))
+
+
+HEADER_BYTES = 64  # a relation block's tuple count and key origin, before its arrays
+MAX_KEYS = HEADER_BYTES // 8 - 1
+
+
+def _up(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+def layout(
+    capacity: int, nkeys: int, index_bytes: int, value_elems: int, value_bytes: int
+) -> tuple[int, int, int, int]:
+    """Where a relation block's indices, positions and values start in its bytes, and where
+    they end (each array 64-byte aligned), for `capacity` tuples."""
+    idx = HEADER_BYTES
+    pos = _up(idx + nkeys * capacity * index_bytes)
+    vals = _up(pos + capacity * index_bytes)
+    return idx, pos, vals, _up(vals + capacity * value_elems * value_bytes)
+
+
+@dataclass(frozen=True)
+class CooSlot:
+    """A relation block kept in bytes an arena engine planned (`raw`, uint8): a header with
+    the tuple count and key origin, then indices, positions and values at `capacity`."""
+
+    raw: np.ndarray
+    capacity: int
+    index: np.dtype
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    order: int | None
+    nkeys: int
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        k, cap = self.nkeys, self.capacity
+        vshape = self.shape[k:]
+        elems = math.prod(vshape)
+        i0, p0, v0, _ = layout(cap, k, self.index.itemsize, elems, self.dtype.itemsize)
+        head = self.raw[:HEADER_BYTES].view(np.int64)
+        idx = self.raw[i0 : i0 + k * cap * self.index.itemsize].view(self.index).reshape(k, cap)
+        pos = self.raw[p0 : p0 + cap * self.index.itemsize].view(self.index)
+        vals = self.raw[v0 : v0 + cap * elems * self.dtype.itemsize].view(self.dtype)
+        return head, idx, pos, vals.reshape((cap, *vshape))
+
+    def write(self, c: Coo) -> CooSlot:
+        """Keep `c` here; a block of more tuples than planned is an error, never a spill."""
+        if c.nnz > self.capacity:
+            raise ValueError(
+                f"a relation block of {c.nnz} tuples does not fit the {self.capacity} its "
+                "memory plan holds; compile with structure={name: a feed like it} so the plan "
+                "knows how the tuples spread over the key ranges"
+            )
+        head, idx, pos, vals = self._arrays()
+        n = c.nnz
+        head[0] = n
+        head[1 : 1 + self.nkeys] = c.offsets
+        idx[:, :n] = c.indices
+        pos[:n] = c.positions()
+        vals[:n] = c.values
+        return self
+
+    def read(self) -> Coo:
+        """The block held here, as views of its bytes."""
+        head, idx, pos, vals = self._arrays()
+        n = int(head[0])
+        origin = tuple(int(o) for o in head[1 : 1 + self.nkeys])
+        shape = self.shape
+        return Coo(idx[:, :n], vals[:n], shape, False, pos[:n], origin, self.order)

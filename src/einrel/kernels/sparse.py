@@ -1,26 +1,45 @@
-"""numpy kernels for einsums over relations: the join over present tuples, chunk by chunk.
+"""Kernels for einsums over relations: the join over present tuples, block by block.
 
-Each chunk of tuples becomes a dense einsum over a tuple label: relation operands give their
-values, dense operands their rows gathered at the chunk's keys. A relation output keeps the
-chunk's values; a dense output reduces them into the kept keys (segment reduction) or over
-all tuples, starting from the aggregation's identity so keys without tuples get it. No array
-larger than one chunk times the other labels is ever made.
+Two rules, tried in order (`RULES`):
+- `spmm`: a sum of products of a two-key relation's values with one dense operand gathered on
+  one key and reduced onto the other (`uv,ud->vd`, its transpose in the backward pass) is a
+  CSR sparse-dense product, run by torch's row-parallel `spmm_reduce` on the tuples sorted by
+  the output key (the sort is cached with the structure, so a structure fed again is not
+  sorted again);
+- `chunked`: anything else. Tuples are taken a chunk at a time, in the order of the key the
+  output keeps (sorted once per structure), and each chunk becomes a dense einsum over a tuple
+  label: relation operands give their values, dense operands their rows gathered at the
+  chunk's keys. A relation output keeps the chunk's values; a dense output reduces each run
+  of equal keys (`reduceat`) into its row, starting from the aggregation's identity, so keys
+  without tuples get it. No array larger than one chunk times the other labels is made.
+
+Relation operands of one einsum are blocks of one structure in one order (see `kernels.coo`);
+dense operands are the blocks of the same join box, so a key's local index is its global index
+minus the block's origin.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..ir import scalar as S
 from ..ir.einsum import _LETTERS, Einsum
 from ..ir.relation import SparseEinsum
-from .coo import Coo
+from .blas import torch_threads
+from .coo import Coo, cached, csr
 from .dense import einsum as dense_einsum
 from .dtypes import AGG_UFUNC, agg_identity, compute_dtype, finish
 
 CHUNK_ELEMENTS = 1 << 22  # join-space elements per chunk: ~16 MiB of float32 per operand
+
+Result = np.ndarray | Coo
+Rule = Callable[[SparseEinsum, Sequence[Any], Mapping[str, float], str], Result | None]
 
 
 def sparse_einsum(
@@ -28,12 +47,146 @@ def sparse_einsum(
     args: Sequence[np.ndarray | Coo],
     variables: Mapping[str, float],
     dtype: str,
-) -> np.ndarray | Coo:
+) -> Result:
     """Evaluate `sp` on its operands (Coo for relation operands, arrays otherwise): a Coo on
     the support when the output keeps every key, else a dense array."""
+    for rule in RULES:
+        res = rule(sp, args, variables, dtype)
+        if res is not None:
+            return res
+    raise AssertionError("the chunked rule takes every einsum")  # pragma: no cover
+
+
+# --- the CSR rule --------------------------------------------------------------------------------
+def _spmm_shape(sp: SparseEinsum, args: Sequence[Any]) -> tuple[int, int, int] | None:
+    """(dense operand, gathered key dim, output key dim) when `sp` is a CSR product."""
     op = sp.einsum
+    if sp.out is not None or op.agg != "sum" or op.init or len(sp.keys) != 2:
+        return None
+    if not S.is_product_of_holes(op.join, op.arity):
+        return None
+    dense = [k for k, rel in enumerate(sp.relational) if not rel]
+    if len(dense) != 1:
+        return None
+    (j,) = dense
+    labs = op.inputs[j]
+    gathered = [lab for lab in labs if lab in sp.keys]
+    rest = [lab for lab in labs if lab not in sp.keys]
+    kept = [lab for lab in op.output if lab in sp.keys]
+    if len(gathered) != 1 or len(kept) != 1 or gathered == kept or len(set(labs)) != len(labs):
+        return None
+    if sorted(op.output) != sorted(kept + rest):
+        return None
+    for k, rel in enumerate(sp.relational):
+        if rel and (len(op.inputs[k]) != 2 or args[k].values.ndim != 1):
+            return None
     first = next(a for a in args if isinstance(a, Coo))
-    rows = dict(zip(op.inputs[sp.relational.index(True)], first.indices))
+    row = _key_dims(sp, first)
+    return j, row[gathered[0]], row[kept[0]]
+
+
+def _key_dims(sp: SparseEinsum, first: Coo) -> dict[str, int]:
+    """Join label -> key dim of the first relation operand."""
+    labs = sp.einsum.inputs[sp.relational.index(True)]
+    return {lab: k for k, lab in enumerate(labs[: first.nkeys])}
+
+
+def _spmm(
+    sp: SparseEinsum, args: Sequence[Any], variables: Mapping[str, float], dtype: str
+) -> Result | None:
+    shape = _spmm_shape(sp, args)
+    if shape is None:
+        return None
+    import torch
+
+    j, g, s = shape
+    op = sp.einsum
+    coos = [a for a in args if isinstance(a, Coo)]
+    first = coos[0]
+    cdt = compute_dtype(dtype)
+    ptr, perm = csr(first, s)
+    weight = np.asarray(coos[0].values, dtype=cdt)
+    for c in coos[1:]:
+        weight = weight * np.asarray(c.values, dtype=cdt)
+    if perm is not None:
+        weight = weight[perm]
+
+    def columns() -> tuple[Any, Any]:
+        col = first.local(g)
+        col = col[perm] if perm is not None else col
+        it = torch.int32 if first.nnz < 2**31 and first.shape[g] < 2**31 else torch.int64
+        return torch.from_numpy(ptr).to(it), torch.from_numpy(np.ascontiguousarray(col)).to(it)
+
+    _quiet_csr()
+    crow, col = cached(first, ("spmm-columns", s, g), columns)
+    labs = op.inputs[j]
+    key = next(lab for lab in labs if lab in sp.keys)
+    rest = "".join(lab for lab in labs if lab != key)
+    x = np.asarray(args[j], dtype=cdt)
+    x = np.ascontiguousarray(np.transpose(x, [labs.index(c) for c in key + rest]))
+    x2 = x.reshape(x.shape[0], -1)
+    rows = first.shape[s]
+    if x2.shape[1] == 0 or first.nnz == 0:
+        res2 = np.zeros((rows, x2.shape[1]), dtype=cdt)
+    else:
+        w = torch.from_numpy(np.ascontiguousarray(weight))
+        a = torch.sparse_csr_tensor(crow, col, w, (rows, x2.shape[0]), check_invariants=False)
+        with torch_threads():
+            res2 = torch.sparse.mm(a, torch.from_numpy(x2), "sum").numpy()
+    out_key = next(lab for lab in op.output if lab in sp.keys)
+    res = res2.reshape((rows, *x.shape[1:]))
+    order = out_key + rest
+    return finish(np.transpose(res, [order.index(c) for c in op.output]), dtype)
+
+
+@functools.cache
+def _quiet_csr() -> None:
+    """torch warns once per process, on the first CSR tensor, that CSR support is in beta,
+    and on the first tensor made from a read-only array (operands are only read here): make
+    both first ones here, with the warnings silenced."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        frozen = np.zeros(1)
+        frozen.flags.writeable = False
+        torch.from_numpy(frozen)
+        torch.sparse_csr_tensor(
+            torch.zeros(2, dtype=torch.int64),
+            torch.zeros(1, dtype=torch.int64),
+            torch.zeros(1),
+            (1, 1),
+        )
+
+
+# --- the chunked rule ----------------------------------------------------------------------------
+def _segments(first: Coo, dims: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray]:
+    """The permutation that sorts the tuples by the kept key dims (None: sorted already) and
+    the flat kept key of every tuple in that order."""
+
+    def make() -> tuple[np.ndarray | None, np.ndarray]:
+        if len(dims) == 1:
+            ptr, perm = csr(first, dims[0])
+            flat = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+            return perm, flat
+        flat = np.ravel_multi_index(
+            tuple(first.local(k) for k in dims), tuple(first.shape[k] for k in dims)
+        )
+        perm = None
+        if flat.size > 1 and np.any(flat[1:] < flat[:-1]):
+            perm = np.argsort(flat, kind="stable")
+            flat = flat[perm]
+        return perm, flat
+
+    return cached(first, ("segments", dims), make)
+
+
+def _chunked(
+    sp: SparseEinsum, args: Sequence[Any], variables: Mapping[str, float], dtype: str
+) -> Result:
+    op = sp.einsum
+    first: Coo = next(a for a in args if isinstance(a, Coo))
+    dims = _key_dims(sp, first)
     size = op.size
     tau = next(c for c in _LETTERS if c not in size)
     keyset = set(sp.keys)
@@ -42,58 +195,73 @@ def sparse_einsum(
     cdt = compute_dtype(dtype)
     kept = sp.kept_keys
     rest = "".join(lab for lab in op.output if lab not in keyset)
-    ufunc = AGG_UFUNC[op.agg] if op.agg else None
+    n = first.nnz
+    perm: np.ndarray | None = None
     if sp.out is not None:
         parts: list[np.ndarray] = []
     else:
         assert op.agg is not None
+        ufunc = AGG_UFUNC[op.agg]
         shape = tuple(size[lab] for lab in kept + rest)
         acc = np.full(shape, agg_identity(op.agg), dtype=cdt)
-        flat = acc.reshape((math.prod(size[lab] for lab in kept), -1))
-    for lo in range(0, first.nnz, chunk):
-        hi = min(lo + chunk, first.nnz)
-        inner, arrays = _chunk_einsum(op, sp, args, rows, tau, hi - lo, lo, hi, kept, rest)
+        flat_acc = acc.reshape((math.prod(size[lab] for lab in kept), -1))
+        if kept:
+            perm, seg = _segments(first, tuple(dims[lab] for lab in kept))
+    local = {lab: first.local(k) for lab, k in dims.items()}
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        take = perm[lo:hi] if perm is not None else slice(lo, hi)
+        inner, arrays = _chunk_einsum(op, sp, args, local, tau, hi - lo, take, kept, rest)
         vals = dense_einsum(inner, arrays, variables, cdt.name)
         if sp.out is not None:
             parts.append(vals)
         elif not kept:
-            acc = ufunc(acc, vals)  # type: ignore[misc]
+            flat_acc[0] = ufunc(flat_acc[0], vals.reshape(-1))
         else:
-            seg = np.ravel_multi_index(
-                [rows[lab][lo:hi] for lab in kept], [size[lab] for lab in kept]
-            )
-            ufunc.at(flat, seg, vals.reshape(hi - lo, -1))  # type: ignore[union-attr]
-    if sp.out is not None:
-        empty = (0, *(size[lab] for lab in rest))
-        values = finish(np.concatenate(parts) if parts else np.zeros(empty, cdt), dtype)
-        indices = np.stack([rows[lab] for lab in kept]) if kept else first.indices[:0]
-        same = [c for c in op.inputs[sp.relational.index(True)][: first.nkeys]] == list(kept)
-        idx = first.indices if same else np.ascontiguousarray(indices)
-        return Coo(idx, values, tuple(size[lab] for lab in kept) + values.shape[1:])
-    order = kept + rest
-    return finish(np.transpose(acc, [order.index(lab) for lab in op.output]), dtype)
+            keys = seg[lo:hi]
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            red = ufunc.reduceat(vals.reshape(hi - lo, -1), starts, axis=0)
+            rows = keys[starts]
+            flat_acc[rows] = ufunc(flat_acc[rows], red)
+    if sp.out is None:
+        order = kept + rest
+        return finish(np.transpose(acc, [order.index(lab) for lab in op.output]), dtype)
+    empty = (0, *(size[lab] for lab in rest))
+    values = finish(np.concatenate(parts) if parts else np.zeros(empty, cdt), dtype)
+    return relation_result(first, [dims[lab] for lab in kept], values)
+
+
+def relation_result(first: Coo, keys: Sequence[int], values: np.ndarray) -> Coo:
+    """`values` on the tuples of `first`, whose key dims `keys` become the output's keys in
+    that order (the same structure, shared, unless the keys are permuted)."""
+    if list(keys) == list(range(first.nkeys)):
+        return first.with_values(values)
+    idx = np.ascontiguousarray(first.indices[list(keys)])
+    origin = tuple(first.offsets[k] for k in keys)
+    order = keys.index(first.order) if first.order is not None else None
+    shape = tuple(first.shape[k] for k in keys) + tuple(values.shape[1:])
+    return Coo(idx, values, shape, False, first.pos, origin, order)
 
 
 def _chunk_einsum(
     op: Einsum,
     sp: SparseEinsum,
     args: Sequence[np.ndarray | Coo],
-    rows: Mapping[str, np.ndarray],
+    local: Mapping[str, np.ndarray],
     tau: str,
     n: int,
-    lo: int,
-    hi: int,
+    take: np.ndarray | slice,
     kept: str,
     rest: str,
 ) -> tuple[Einsum, list[np.ndarray]]:
-    """The dense einsum of tuples lo:hi over the tuple label `tau`, and its operands."""
+    """The dense einsum of the tuples `take` over the tuple label `tau`, and its operands."""
     keyset = set(sp.keys)
     inputs, arrays = [], []
     for labs, a, rel in zip(op.inputs, args, sp.relational):
         if rel:
             assert isinstance(a, Coo)
             inputs.append(tau + labs[a.nkeys :])
-            arrays.append(a.values[lo:hi])
+            arrays.append(a.values[take])
             continue
         assert isinstance(a, np.ndarray)
         keys = [lab for lab in labs if lab in keyset]
@@ -104,10 +272,13 @@ def _chunk_einsum(
         others = [lab for lab in labs if lab not in keyset]
         moved = np.transpose(a, [labs.index(lab) for lab in keys + others])
         inputs.append(tau + "".join(others))
-        arrays.append(moved[tuple(rows[lab][lo:hi] for lab in keys)])
+        arrays.append(moved[tuple(local[lab][take] for lab in keys)])
     size = {lab: s for lab, s in op.sizes if lab not in keyset}
     size[tau] = n
     output = tau + rest if (sp.out is not None or kept) else rest
     aggregated = [lab for lab in dict.fromkeys("".join(inputs)) if lab not in output]
     sizes = tuple((lab, size[lab]) for lab in [*output, *aggregated])
     return Einsum(tuple(inputs), output, sizes, op.join, op.agg if aggregated else None), arrays
+
+
+RULES: tuple[Rule, ...] = (_spmm, _chunked)

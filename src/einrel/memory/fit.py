@@ -25,11 +25,14 @@ piece of the chosen dimension is cut at its midpoint, so user-given split points
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ..decompose.classes import Slot, label_classes
 from ..decompose.partition import PartDim, Partition
+from ..decompose.relations import dense_view
 from ..decompose.usage import is_whole_reshape
 from ..errors import CompileError, MemoryBudgetError
 from ..ir.graph import DTYPE_BYTES, Graph
@@ -93,9 +96,10 @@ class _Fitter:
         op = self.graph[v].einsum
         labels = op.labels
         nout = len(op.output)
-        if t.kind == "apply" and t.node == v:
-            tensors = [*zip(t.op.inputs, (tg.tasks[i] for i in t.inputs)), (t.op.output, t)]
-            size = t.op.size
+        if t.kind in ("apply", "sparse") and t.node == v:
+            bop = t.op.einsum if t.kind == "sparse" else t.op
+            tensors = [*zip(bop.inputs, (tg.tasks[i] for i in t.inputs)), (bop.output, t)]
+            size = bop.size
         else:
             tensors = [(op.output, t)]
             size = dict(zip(op.output, t.shape))
@@ -151,7 +155,7 @@ class _Fitter:
         graph = self.graph
         node = graph[b.node]
         kind = b.kind
-        own = kind in ("apply", "agg", "reshape") or (
+        own = kind in ("apply", "sparse", "densify", "agg", "reshape") or (
             kind == "assemble" and any(tg.tasks[i].node != b.node for i in b.inputs)
         )
         if own:
@@ -193,7 +197,8 @@ class _Fitter:
         blocks: list[tuple[int, int, Task, Task | None]] = [(self.nbytes(t), 0, t, None)]
         blocks += [(self.nbytes(tg.tasks[i]), 1, tg.tasks[i], t) for i in dict.fromkeys(t.inputs)]
         blocks.sort(key=lambda x: (-x[0], x[1]))
-        if t.kind == "apply" and t.node not in done and self.split_einsum_for(t.node, t, tg):
+        own = t.kind in ("apply", "sparse")
+        if own and t.node not in done and self.split_einsum_for(t.node, t, tg):
             done.add(t.node)
             return True
         return any(self.shrink_block(b, reader, tg, done) for _, _, b, reader in blocks)
@@ -210,6 +215,7 @@ def fit_to_budget(
     classes: bool = True,
     max_tasks: int = 20_000,
     on_round: Callable[[str], None] | None = None,
+    counts: Mapping[str, Any] | None = None,
 ) -> dict[int, Partition]:
     """A decomposition, refined from `decomposition`, in which every task's working set fits
     `budget` bytes (the smallest budget when one per device is given). Raises
@@ -221,9 +227,12 @@ def fit_to_budget(
     With `classes` a cut spreads over the label class of the cut dimension (see
     `decompose.classes`), which keeps producers and consumers aligned. A refinement that
     would need more than `max_tasks` tasks raises MemoryBudgetError naming the smallest budget
-    reached within that many; `on_round` is told about every round."""
+    reached within that many; `on_round` is told about every round; `counts` are relations'
+    tuple counts (see `build_tasks`)."""
     if budget is None:
         return dict(decomposition)
+    tasks_of = functools.partial(build_tasks, graph, counts=counts)
+    graph = dense_view(graph)  # relational nodes refine as the dense nodes they stand for
     caps = [budget] if isinstance(budget, int) else [b for b in budget if b is not None]
     if not caps:
         return dict(decomposition)
@@ -240,7 +249,7 @@ def fit_to_budget(
     settled: set[int] = set()  # nodes whose tasks fit the budget and cannot be split further
     reached: int | None = None  # the largest working set of the last refinement within the limit
     for r in range(max_rounds):
-        tg = build_tasks(graph, dec)
+        tg = tasks_of(dec)
         ws = task_working_sets(tg, alignment)
         if len(tg.tasks) > max_tasks:
             raise _too_many(graph, len(tg.tasks), max_tasks, cap, reached or max(ws))
@@ -269,7 +278,7 @@ def fit_to_budget(
                 settled.add(t.node)
         if stuck is not None and not progress:
             raise _too_small(graph, tg, stuck, ws, cap, alignment)
-    tg = build_tasks(graph, dec)  # pragma: no cover - every round splits at least one piece
+    tg = tasks_of(dec)  # pragma: no cover - every round splits at least one piece
     ws = task_working_sets(tg, alignment)
     worst = max(tg.tasks, key=lambda t: ws[t.id])
     raise _too_small(graph, tg, worst, ws, cap, alignment)

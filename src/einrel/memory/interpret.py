@@ -15,9 +15,11 @@ import numpy as np
 
 from .. import kernels
 from ..errors import ExecutionError
+from ..kernels.coo import CooSlot
 from ..kernels.ops import NUMPY
-from ..taskgraph.execute import execute, touch
+from ..taskgraph.execute import coo_slot, execute, touch
 from ..taskgraph.interpret import assemble_outputs
+from ..taskgraph.ir import Task
 from .graph import MemGraph, MemNode, Region
 
 
@@ -49,10 +51,20 @@ class ArenaMachine:
         self.done: set[int] = set()
 
     # --- views and checks --------------------------------------------------------------------
-    def view(self, block: int, r: Region) -> np.ndarray:
+    def view(self, block: int, r: Region) -> Any:
+        """A block's bytes in its region: a typed array, or a relation block's slot."""
         t = self.mg.taskgraph.tasks[block]
-        raw = self.arenas[r.device][r.offset : r.offset + t.nbytes]
+        return self._held(self.arenas[r.device][r.offset : r.offset + t.nbytes], t)
+
+    @staticmethod
+    def _held(raw: np.ndarray, t: Task) -> Any:
+        if t.support is not None:
+            return coo_slot(raw, t)
         return raw.view(kernels.storage_dtype(t.dtype)).reshape(t.shape)
+
+    @staticmethod
+    def _bytes(a: Any) -> np.ndarray:
+        return a.raw if isinstance(a, CooSlot) else a
 
     @staticmethod
     def who(n: MemNode) -> str:
@@ -127,18 +139,19 @@ class ArenaMachine:
 
     def _evict(self, n: MemNode) -> None:
         r = self.resident(n, n.block, n.region)
-        self.host[n.block] = self.view(n.block, r).copy()
+        self.host[n.block] = self._bytes(self.view(n.block, r)).copy()
         self._drop(n, "evicted")
 
     def _load(self, n: MemNode) -> None:
         r = self.resident(n, n.block, n.region, valid=False)
         if n.block not in self.host:
             self.fail(n, f"t{n.block} has no host copy to load")
-        self.view(n.block, r)[...] = self.host.pop(n.block)
+        self._bytes(self.view(n.block, r))[...] = self.host.pop(n.block)
         self.valid.add((r.device, r.offset, n.block))
 
     def _compute(self, n: MemNode) -> None:
         args = [self.view(b, self.resident(n, b, r)) for b, r in zip(n.sources, n.reads)]
+        args = [a.read() if isinstance(a, CooSlot) else a for a in args]
         out = self.resident(n, n.block, n.region, valid=False)
         if (out.device, out.offset, n.block) in self.valid:
             self.fail(n, f"overwrites t{n.block}, which already holds data")
@@ -162,15 +175,18 @@ class ArenaMachine:
     # --- results -----------------------------------------------------------------------------
     def outputs(self) -> list[np.ndarray]:
         """Graph outputs from where the plan says they are (arena or host)."""
-        values: dict[int, np.ndarray] = {}
+        values: dict[int, Any] = {}
+        tasks = self.mg.taskgraph.tasks
         for o in self.mg.outputs:
             if o.region is None:
                 if o.block not in self.host:
                     raise MemorySafetyError(f"output t{o.block} is not on host at the end")
-                values[o.block] = self.host[o.block]
+                values[o.block] = self._held(self.host[o.block], tasks[o.block])
             else:
                 r = self.check_live(f"output t{o.block}", o.block, o.region)
                 values[o.block] = self.view(o.block, r)
+            if isinstance(values[o.block], CooSlot):
+                values[o.block] = values[o.block].read().copy()
         return assemble_outputs(self.mg.taskgraph, values)
 
 
@@ -179,10 +195,11 @@ def interpret_memory(
     feeds: Mapping[str, Any],
     order: Sequence[int] | None = None,
     check_deps: bool = True,
+    strict: bool = True,
 ) -> list[np.ndarray]:
     """Run the memory graph in `order` (default: the planning order) on raw byte arenas and
     return the graph outputs; raises MemorySafetyError on any broken memory rule."""
-    return run_memory(mg, feeds, order, check_deps).outputs()
+    return run_memory(mg, feeds, order, check_deps, strict).outputs()
 
 
 def run_memory(
@@ -190,11 +207,13 @@ def run_memory(
     feeds: Mapping[str, Any],
     order: Sequence[int] | None = None,
     check_deps: bool = True,
+    strict: bool = True,
 ) -> ArenaMachine:
-    """`interpret_memory`, returning the finished machine (outputs, peak bytes, host store)."""
+    """`interpret_memory`, returning the finished machine (outputs, peak bytes, host store);
+    `strict=False` ignores feeds the graph does not read."""
     from ..frontend.reference import bind_feeds
 
-    inputs, variables = bind_feeds(mg.taskgraph.graph, feeds)
+    inputs, variables = bind_feeds(mg.taskgraph.graph, feeds, strict=strict)
     m = ArenaMachine(mg, inputs, variables)
     seq = mg.fixed_order() if order is None else tuple(order)
     if sorted(seq) != list(range(len(mg.nodes))):

@@ -11,6 +11,7 @@ import numpy as np
 from .. import kernels
 from ..errors import ExecutionError
 from ..ir.relation import support_of
+from ..kernels import coo
 from ..kernels.ops import NUMPY
 from .execute import execute
 from .ir import Task, TaskGraph
@@ -41,14 +42,13 @@ def run_task(
     return execute(NUMPY, t, args, inputs, variables, out)
 
 
-def assemble_outputs(tg: TaskGraph, value: Mapping[int, np.ndarray]) -> list[np.ndarray]:
-    """Tile every graph output from its blocks."""
-    results = []
+def assemble_outputs(tg: TaskGraph, value: Mapping[int, Any]) -> list[Any]:
+    """Tile every graph output from its blocks (a relation: a Coo in the feed's order)."""
+    results: list[Any] = []
     for k, blocks in enumerate(tg.outputs):
         node = tg.graph[tg.graph.outputs[k]]
-        if support_of(node) is not None:  # a relation is one block
-            ((t, _),) = blocks
-            results.append(value[t])
+        if support_of(node) is not None:  # every tuple back at its place in the feed's order
+            results.append(coo.whole([(value[t], off) for t, off in blocks], node.shape))
             continue
         out = np.empty(node.shape, dtype=kernels.storage_dtype(node.dtype))
         for t, off in blocks:
@@ -58,12 +58,15 @@ def assemble_outputs(tg: TaskGraph, value: Mapping[int, np.ndarray]) -> list[np.
     return results
 
 
-def interpret_tasks(tg: TaskGraph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+def interpret_tasks(
+    tg: TaskGraph, feeds: Mapping[str, Any], strict: bool = True
+) -> list[np.ndarray]:
     """Run the task graph sequentially with numpy, keeping one dictionary of blocks per device
-    and checking that every task reads only blocks on its own device."""
+    and checking that every task reads only blocks on its own device (`strict=False` ignores
+    feeds the graph does not read)."""
     from ..frontend.reference import bind_feeds
 
-    inputs, variables = bind_feeds(tg.graph, feeds)
+    inputs, variables = bind_feeds(tg.graph, feeds, strict=strict)
     stores: dict[int, dict[int, np.ndarray]] = {}
     where: dict[int, int] = {}
     for t in tg.tasks:

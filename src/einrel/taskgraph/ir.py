@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 
 from ..errors import CompileError
 from ..ir.graph import DTYPE_BYTES, Graph
+from ..kernels.coo import layout
 
 TaskKind = Literal[
     "input", "fill", "apply", "agg", "assemble", "reshape", "move", "relation", "sparse", "densify"
@@ -28,6 +29,23 @@ class Piece:
 
 
 @dataclass(frozen=True)
+class Tuples:
+    """What a relation block holds: at most `capacity` tuples of `nkeys` keys (indices of
+    `index_bytes` each, plus their positions in the whole relation), listed in `order` (the
+    key dim they are sorted by, or None for the relation's own order)."""
+
+    capacity: int
+    nkeys: int
+    order: int | None
+    index_bytes: int = 8
+
+    def nbytes(self, value_elems: int, value_bytes: int) -> int:
+        """Bytes of such a block: a header, then indices, positions and values at capacity
+        (`kernels.coo.layout`)."""
+        return layout(self.capacity, self.nkeys, self.index_bytes, value_elems, value_bytes)[3]
+
+
+@dataclass(frozen=True)
 class Task:
     """One block operation. `op` is the block Einsum (apply), the Fill (fill), the aggregation
     (agg), the pieces (assemble) or None; `offset` places input/fill blocks in their tensor."""
@@ -41,21 +59,20 @@ class Task:
     device: int = -1
     op: Any = None
     offset: tuple[int, ...] = ()
-    support: Any = None  # the relation's Support when the block is a relation (a Coo)
+    support: Tuples | None = None  # set when the block is a relation (a Coo)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the block: for a relation, its values and its index array at `nnz`."""
+        """Bytes of the block: for a relation, its tuples at capacity (see `Tuples`)."""
         if self.support is not None:
-            k = self.support.nkeys
-            per_tuple = math.prod(self.shape[k:]) * DTYPE_BYTES[self.dtype] + 8 * k
-            return self.support.nnz * per_tuple
+            values = math.prod(self.shape[self.support.nkeys :])
+            return self.support.nbytes(values, DTYPE_BYTES[self.dtype])
         return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
 
     @property
     def flops(self) -> float:
         if self.kind in ("apply", "sparse"):
-            return self.op.flops()
+            return float(self.op.flops())
         if self.kind == "agg":
             return float(math.prod(self.shape) * max(0, len(self.inputs) - 1))
         return 0.0

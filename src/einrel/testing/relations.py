@@ -225,7 +225,7 @@ def torch_loss_and_grads(case: RelCase, feeds: dict[str, Any]) -> tuple[float, l
     coo = feeds["R"]
     dense = torch.tensor(coo.to_dense(), requires_grad=True)
     mask = torch.zeros(case.sizes, dtype=torch.float64)
-    mask[tuple(torch.from_numpy(coo.indices))] = 1.0
+    mask[tuple(torch.from_numpy(np.array(coo.indices, dtype=np.int64)))] = 1.0
     tables = [torch.tensor(feeds[f"X{k}"], requires_grad=True) for k in KEYS[: len(case.sizes)]]
     prog = _Program(case, torch_side=True)
     rels, dn = prog.run(dense, tables, mask)

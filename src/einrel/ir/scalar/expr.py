@@ -63,6 +63,8 @@ def const(value: float) -> Expr:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise JoinError(f"scalar constant must be a real number, got {value!r}")
     v = float(value)
+    if v == 0 and math.copysign(1.0, v) < 0:  # -0.0 (x / -0.0 is -inf): kept as -(0), since
+        return Expr("neg", (Expr("const", (), 0),))  # a constant -0.0 would equal 0
     return Expr("const", (), int(v) if v.is_integer() and abs(v) < 2**53 else v)
 
 

@@ -91,7 +91,7 @@ def _simplify(e: Expr) -> Expr:
         return Expr(op, args, e.value)
     if all(a.is_const for a in args):
         try:
-            return const(_FOLD[op](*(a.value for a in args)))
+            return const(_FOLD[op](*(float(a.value) for a in args)))
         except (OverflowError, ZeroDivisionError, ValueError):
             pass
     if op == "neg":

@@ -18,9 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from ...kernels import coo
+from ...kernels.coo import Coo, CooSlot
 from ...kernels.ops import Array, BlockOps
 from ...memory import MemGraph, MemNode, Region
-from ...taskgraph.execute import execute, touch
+from ...taskgraph.execute import coo_slot, execute, touch
+from ...taskgraph.ir import Task
 from ..mem.schedule import Fetch
 from ..transfer import Link
 
@@ -96,24 +99,35 @@ class Arenas:
     def view(self, block: int, r: Region) -> Array:
         t = self._task(block)
         raw = self.arenas[r.device][r.offset : r.offset + t.nbytes]
-        return self._typed(raw, t.dtype, t.shape)
+        return self._held(raw, t)
 
     def host_view(self, block: int) -> Array:
         t = self._task(block)
-        return self._typed(self.host[block], t.dtype, t.shape)
+        return self._held(self.host[block], t)
 
-    def input_block(self, block: int, inputs: Mapping[int, np.ndarray]) -> np.ndarray:
+    def _held(self, raw: Any, t: Task) -> Array:
+        """A block's bytes as the block: a typed array, or a `CooSlot` for a relation."""
+        if t.support is None:
+            return self._typed(raw, t.dtype, t.shape)
+        return coo_slot(raw, t)
+
+    def input_block(self, block: int, inputs: Mapping[int, Any]) -> Any:
         """The part of a graph input that input task `block` holds (a view of the caller's)."""
         t = self._task(block)
+        if t.support is not None:
+            return coo.block(inputs[t.node], (t.offset, t.shape), t.support.order)
         return inputs[t.node][tuple(slice(o, o + s) for o, s in zip(t.offset, t.shape))]
 
-    def output(
-        self, block: int, region: Region | None, inputs: Mapping[int, np.ndarray]
-    ) -> np.ndarray:
-        """A graph output block at the end of a run, as numpy."""
+    def output(self, block: int, region: Region | None, inputs: Mapping[int, Any]) -> Any:
+        """A graph output block at the end of a run, as numpy (a relation as a Coo of its
+        own arrays)."""
         if region is None and self._task(block).kind == "input":  # evicted without a copy
-            return np.asarray(self.input_block(block, inputs))
-        return self._to_numpy(self.host_view(block))
+            got = self.input_block(block, inputs)
+            return got if isinstance(got, Coo) else np.asarray(got)
+        held = self.host_view(block)
+        if isinstance(held, CooSlot):
+            return held.read().copy()
+        return self._to_numpy(held)
 
     # --- node kinds --------------------------------------------------------------------------
     def compute(
@@ -130,6 +144,8 @@ class Arenas:
         t = self._task(n.block)
         out = self.view(n.block, n.region)
         args = [self.view(b, r) for b, r in zip(n.sources, n.reads)]
+        if n.kind != "touch":
+            args = [a.read() if isinstance(a, CooSlot) else a for a in args]
         if n.kind == "touch":
             touch(self.ops, t, args[0], out, first)
             self._finish()
@@ -170,4 +186,6 @@ class Arenas:
         self._copy(self.host_view(f.block), self.view(f.block, f.region), link, f.block)
 
     def _copy(self, dst: Array, src: Array, link: Link, block: int) -> None:
+        if isinstance(dst, CooSlot):  # a relation block travels as its bytes
+            dst, src = dst.raw, src.raw
         link.transfer(lambda: self._transfer(dst, src), self._task(block).nbytes)

@@ -68,6 +68,13 @@ class TorchArenas(Arenas):
         if self.kind == "cuda":
             torch.cuda.synchronize()
 
+    def _check(self, mg: MemGraph) -> None:
+        if any(t.support is not None for t in mg.taskgraph.tasks):
+            raise CompileError(
+                "relations run on the numpy memory engine (er.cpu(n, memory=...)); the torch "
+                "arena backend and GPU devices do not hold relation blocks yet"
+            )
+
     def _typed(self, raw: torch.Tensor, dtype: str, shape: Sequence[int]) -> torch.Tensor:
         return raw.view(TORCH_DTYPES[dtype]).view(tuple(shape))
 
