@@ -29,13 +29,16 @@ def divisors(n: int) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=1 << 14)
 def factorisations(m: int, sizes: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """Every ordered (p_0, ..., p_{R-1}) with ∏ p = m and 1 ≤ p_i ≤ sizes[i]."""
+    """Every ordered (p_0, ..., p_{R-1}) with ∏ p = m and 1 ≤ p_i ≤ sizes[i], earlier dims
+    cut more first: a search that keeps the first of equally cheap candidates then cuts an
+    einsum's output labels (which come first) before its aggregated ones, so a tie never
+    buys partial sums."""
     if not sizes:
         return ((),) if m == 1 else ()
     head, rest = sizes[0], sizes[1:]
     room = math.prod(rest)
     out: list[tuple[int, ...]] = []
-    for p in divisors(m):
+    for p in reversed(divisors(m)):
         if p <= head and m // p <= room:
             out.extend((p, *tail) for tail in factorisations(m // p, rest))
     return tuple(out)

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import EinrelError, FeedError
 from ..ir.graph import Node, check_dtype
 from ..ir.relation import Relation, Support, support_of
-from ..kernels.coo import Coo, cached, index_dtype, new_cache
+from ..kernels.coo import Coo, cached, index_dtype, new_cache, stable_argsort
 from .tensor import Tensor
 
 
@@ -242,27 +242,36 @@ def _flat_keys(idx: np.ndarray, keys: tuple[int, ...]) -> np.ndarray | None:
     return np.ravel_multi_index(tuple(idx), tuple(int(n) for n in keys))
 
 
-def _has_duplicates(idx: np.ndarray, keys: tuple[int, ...]) -> bool:
+def _sort_order(idx: np.ndarray, keys: tuple[int, ...]) -> np.ndarray | None:
+    """The stable order that sorts the tuples by their keys (None: sorted already)."""
     flat = _flat_keys(idx, keys)
     if flat is None:
         order = np.lexsort(idx[::-1])
-        s = idx[:, order]
-        return bool(np.any(np.all(s[:, 1:] == s[:, :-1], axis=0)))
-    return bool(np.unique(flat).size != flat.size)
+        return None if np.array_equal(order, np.arange(order.size)) else order
+    if flat.size < 2 or not np.any(flat[1:] < flat[:-1]):
+        return None
+    return stable_argsort(flat)
+
+
+def _has_duplicates(idx: np.ndarray, keys: tuple[int, ...]) -> bool:
+    order = _sort_order(idx, keys)
+    s = idx if order is None else idx[:, order]
+    return bool(np.any(np.all(s[:, 1:] == s[:, :-1], axis=0)))
 
 
 def _coalesce(
     idx: np.ndarray, vals: np.ndarray, keys: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unique keys in sorted order, with the values of repeated keys summed."""
-    order = np.lexsort(idx[::-1])
+    order = _sort_order(idx, keys)
+    if order is None:
+        order = np.arange(idx.shape[1])
     s = idx[:, order]
     first = np.ones(s.shape[1], dtype=bool)
     first[1:] = np.any(s[:, 1:] != s[:, :-1], axis=0)
-    group = np.cumsum(first) - 1
-    out = np.zeros((int(first.sum()), *vals.shape[1:]), dtype=vals.dtype)
-    np.add.at(out, group, vals[order])
-    return np.ascontiguousarray(s[:, first]), out
+    starts = np.flatnonzero(first)
+    out = np.add.reduceat(vals[order], starts, axis=0) if starts.size else vals[:0].copy()
+    return np.ascontiguousarray(s[:, first]), out.astype(vals.dtype, copy=False)
 
 
 def support(x: Tensor) -> Support | None:

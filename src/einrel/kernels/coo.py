@@ -14,8 +14,10 @@ long as the feed object. The index arrays are never written.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +134,35 @@ def block_order(split: Sequence[bool]) -> int | None:
     return next((k for k, s in enumerate(split) if s), None)
 
 
+@functools.cache
+def quiet_torch() -> None:
+    """torch warns once per process, on the first tensor made from a read-only array (einrel
+    only reads those) and on the first CSR tensor (its support is in beta): make both first
+    ones here, with the warnings silenced."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        frozen = np.zeros(1)
+        frozen.flags.writeable = False
+        torch.from_numpy(frozen)
+        ptr, col = torch.zeros(2, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+        torch.sparse_csr_tensor(ptr, col, torch.zeros(1), (1, 1), check_invariants=False)
+
+
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """The stable order that sorts integer `keys`, in the narrowest index type: torch's radix
+    sort, several times faster than numpy's stable sort on 10^7 keys."""
+    import torch
+
+    if keys.size < 1 << 16:
+        order = np.argsort(keys, kind="stable")
+    else:
+        quiet_torch()
+        order = torch.sort(torch.from_numpy(np.ascontiguousarray(keys)), stable=True)[1].numpy()
+    return order.astype(index_dtype(keys.size), copy=False)
+
+
 def csr(coo: Coo, k: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Row pointers over key k (local, size+1 of them) and the permutation that sorts the
     tuples by key k (None when they already are)."""
@@ -140,7 +171,7 @@ def csr(coo: Coo, k: int) -> tuple[np.ndarray, np.ndarray | None]:
         keys = coo.local(k)
         perm = None
         if coo.order != k and keys.size > 1 and np.any(keys[1:] < keys[:-1]):
-            perm = np.argsort(keys, kind="stable").astype(index_dtype(keys.size), copy=False)
+            perm = stable_argsort(keys)
         ptr = np.zeros(coo.shape[k] + 1, np.int64)
         np.cumsum(np.bincount(keys, minlength=coo.shape[k]), out=ptr[1:])
         return ptr, perm
@@ -195,7 +226,7 @@ def _base(coo: Coo, order: int | None) -> Cut:
         perm = None
     elif order is None:
         pos = coo.positions()
-        perm = np.argsort(pos, kind="stable") if np.any(pos[1:] < pos[:-1]) else None
+        perm = stable_argsort(pos) if np.any(pos[1:] < pos[:-1]) else None
     else:
         perm = csr(coo, order)[1]
     if perm is None:  # the same tuples in the same sequence: what is derived is shared
@@ -298,9 +329,9 @@ def assemble(
     indices = np.concatenate([c.indices for c, _ in groups], axis=1)
     where = np.concatenate([c.positions() for c, _ in groups])
     values = np.concatenate([v for _, v in groups])
-    perm = (
-        np.argsort(where, kind="stable") if order is None else np.lexsort((where, indices[order]))
-    )
+    perm = stable_argsort(where)  # by position, then (stably) by the order's key
+    if order is not None:
+        perm = perm[stable_argsort(indices[order][perm])]
     return Coo(indices[:, perm], values[perm], shape, False, where[perm], origin, order)
 
 

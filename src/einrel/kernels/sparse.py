@@ -20,9 +20,7 @@ minus the block's origin.
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,7 +30,7 @@ from ..ir import scalar as S
 from ..ir.einsum import _LETTERS, Einsum
 from ..ir.relation import SparseEinsum
 from .blas import torch_threads
-from .coo import Coo, cached, csr
+from .coo import Coo, cached, csr, quiet_torch, stable_argsort
 from .dense import einsum as dense_einsum
 from .dtypes import AGG_UFUNC, agg_identity, compute_dtype, finish
 
@@ -117,7 +115,7 @@ def _spmm(
         it = torch.int32 if first.nnz < 2**31 and first.shape[g] < 2**31 else torch.int64
         return torch.from_numpy(ptr).to(it), torch.from_numpy(np.ascontiguousarray(col)).to(it)
 
-    _quiet_csr()
+    quiet_torch()
     crow, col = cached(first, ("spmm-columns", s, g), columns)
     labs = op.inputs[j]
     key = next(lab for lab in labs if lab in sp.keys)
@@ -139,26 +137,6 @@ def _spmm(
     return finish(np.transpose(res, [order.index(c) for c in op.output]), dtype)
 
 
-@functools.cache
-def _quiet_csr() -> None:
-    """torch warns once per process, on the first CSR tensor, that CSR support is in beta,
-    and on the first tensor made from a read-only array (operands are only read here): make
-    both first ones here, with the warnings silenced."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        frozen = np.zeros(1)
-        frozen.flags.writeable = False
-        torch.from_numpy(frozen)
-        torch.sparse_csr_tensor(
-            torch.zeros(2, dtype=torch.int64),
-            torch.zeros(1, dtype=torch.int64),
-            torch.zeros(1),
-            (1, 1),
-        )
-
-
 # --- the chunked rule ----------------------------------------------------------------------------
 def _segments(first: Coo, dims: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray]:
     """The permutation that sorts the tuples by the kept key dims (None: sorted already) and
@@ -174,7 +152,7 @@ def _segments(first: Coo, dims: tuple[int, ...]) -> tuple[np.ndarray | None, np.
         )
         perm = None
         if flat.size > 1 and np.any(flat[1:] < flat[:-1]):
-            perm = np.argsort(flat, kind="stable")
+            perm = stable_argsort(flat)
             flat = flat[perm]
         return perm, flat
 

@@ -3,7 +3,8 @@ the result of one run.
 
 An engine runs the work compile planned for it: a placed `TaskGraph` (local, Ray and simulated
 engines) or a `MemGraph` (memory and GPU engines). `run` returns a `RunResult` whose `values`
-are the output blocks (`taskgraph.assemble_outputs` tiles them); `close` lets go of what the
+are the output blocks (`taskgraph.assemble_outputs` tiles them, but for the outputs in
+`assembled`, whose blocks were computed in place); `close` lets go of what the
 engine holds (threads end with each run; Ray actors and arenas live until then).
 """
 
@@ -28,6 +29,7 @@ class RunResult:
     bytes_offloaded: int = 0
     busy_s: dict[int, float] = field(default_factory=dict)
     events: list[Any] = field(default_factory=list)
+    assembled: dict[int, np.ndarray] = field(default_factory=dict)  # output k, already whole
 
 
 class Engine(Protocol):

@@ -64,11 +64,15 @@ class _TaskRun(WorkBase):
         self.pool = pool
         self.pooled = pooled
         self.values: list[Any] = [None] * len(tg.tasks)
+        self.assembled, self.in_place = output_places(tg)
 
     def dispatch(self, now: float) -> list[tuple[int, int]]:
         return self.core.dispatch(now)
 
     def claim(self, t: int, slot: int) -> Any:
+        place = self.in_place.get(t)
+        if place is not None:
+            return place
         if self.pool is None or not self.pooled[t]:
             return None
         task = self.tasks[t]
@@ -95,6 +99,37 @@ class _TaskRun(WorkBase):
 
     def slot_name(self, slot: int) -> str:
         return _slot_name(self.core, slot)
+
+
+IN_PLACE = POOLED | {"sparse", "densify"}  # kinds whose rule writes a dense block into `out`
+
+
+def output_places(tg: TaskGraph) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """The graph outputs whose blocks the kernels can write straight into one new array (each
+    block computed by its own task into a C-contiguous window of it: cuts of the leading
+    dims), and those windows by task, so no output is copied once more to be assembled."""
+    arrays: dict[int, np.ndarray] = {}
+    places: dict[int, np.ndarray] = {}
+    for k, blocks in enumerate(tg.outputs):
+        node = tg.graph[tg.graph.outputs[k]]
+        tasks = [tg.tasks[t] for t, _ in blocks]
+        if node.op in ("relation", "input") or any(
+            t.kind not in IN_PLACE or t.support is not None or t.id in places for t in tasks
+        ):
+            continue
+        out = np.empty(node.shape, dtype=storage_dtype(node.dtype))
+        views = {}
+        for t, off in blocks:
+            view = (
+                out[tuple(slice(o, o + s) for o, s in zip(off, tg.tasks[t].shape))] if off else out
+            )
+            if not view.flags.c_contiguous:
+                break
+            views[t] = view
+        else:
+            arrays[k] = out
+            places.update(views)
+    return arrays, places
 
 
 class LocalEngine:
@@ -187,6 +222,7 @@ class LocalEngine:
             bytes_offloaded=0,
             busy_s=dict(enumerate(core.busy)),
             events=core.events or [],
+            assembled=run.assembled,
         )
 
     def close(self) -> None:
@@ -200,7 +236,8 @@ class LocalEngine:
         from ..taskgraph.interpret import assemble_outputs
 
         inputs, variables = bind_feeds(tg.graph, feeds)
-        return assemble_outputs(tg, self.run(tg, inputs, variables).values)
+        res = self.run(tg, inputs, variables)
+        return assemble_outputs(tg, res.values, res.assembled)
 
 
 def _slot_name(core: Core, slot: int) -> str:
