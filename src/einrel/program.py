@@ -240,7 +240,7 @@ class Program:
 
                 write_chrome_trace(res.events, trace, self.plan.tasks)
                 write_gantt(res.events, png, self.plan.tasks)
-        return assemble_outputs(self.plan.tasks, res.values, res.assembled)
+        return assemble_outputs(self.plan.tasks, res.values, res.assembled, inputs)
 
     def simulate(self) -> float:
         """Simulated makespan in seconds under the program's cost model: of the memory plan

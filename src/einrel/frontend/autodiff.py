@@ -80,12 +80,17 @@ def _zeros_like(t: Tensor) -> Tensor:
     """Zeros shaped as `t`: for a relation, zeros on its support (never a dense N×N)."""
     if support_of(t.node) is None:
         return zeros(t.shape, t.dtype)
-    labs = "abcdefghijklmnopqrstuvwxyz"[: len(t.shape)]
-    return F.einsum(f"{labs}->{labs}", t, join=S.ZERO, agg=None)
+    return _as_tensor(0.0, t.node)
 
 
 def _as_tensor(g: Cotangent, like: Node) -> Tensor:
-    return g if isinstance(g, Tensor) else fill(like.shape, g, like.dtype)
+    """A cotangent as a tensor; a constant one of a relation is that constant on its support."""
+    if isinstance(g, Tensor):
+        return g
+    if support_of(like) is None:
+        return fill(like.shape, g, like.dtype)
+    labs = "abcdefghijklmnopqrstuvwxyz"[: len(like.shape)]
+    return F.einsum(f"{labs}->{labs}", Tensor(like), join=S.const(g), agg=None)
 
 
 def _sum(parts: list[Cotangent], n: Node) -> Cotangent:
@@ -167,8 +172,11 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
         y = Tensor(Node(n.op, tuple(x.node for x in xs), n.shape, work, n.attrs))
     # Extra operands that precede the inputs in every VJP einsum, and the join factor that
     # turns d(join)/d(x_i) into the contribution.
-    if op.agg in (None, "sum"):
-        pre: list[tuple[str, Cotangent]] = [(op.output, g)]
+    if op.agg in (None, "sum") and not isinstance(g, Tensor) and support_of(n) is not None:
+        pre: list[tuple[str, Cotangent]] = []  # a constant on a relation: a constant factor
+        factor = S.const(g)
+    elif op.agg in (None, "sum"):
+        pre = [(op.output, g)]
         factor = S.hole(0)
     elif op.agg in ("max", "min"):
         jx = S.remap_holes(op.join, {j: j + 1 for j in range(k)})
@@ -212,6 +220,15 @@ def _einsum_vjp(n: Node, g: Cotangent) -> list[tuple[int, Cotangent]]:
             specs.append(labs)
             operands.append(_cast(val, work) if isinstance(val, Tensor) else val)
         join = S.remap_holes(join, {h: j for j, h in enumerate(holes)})
+        if (
+            support_of(n.inputs[i]) is not None
+            and not any(isinstance(o, Tensor) for o in operands)
+            and not join.variables()
+        ):
+            # a constant cotangent of a relation stays a constant: nothing on its tuples is made
+            value = S.compile_numpy(join, len(operands))(*operands, {})
+            out.append((i, float(value)))
+            continue
         if support is not None and not any(
             isinstance(o, Tensor) and support_of(o.node) is not None for o in operands
         ):

@@ -22,10 +22,12 @@ is one GEMM that accumulates into the new weight (no pass over the gradient, non
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from . import scalar as S
 from .einsum import Einsum
 from .graph import GNode, Graph, node_name
+from .relation import support_of
 
 
 def _factorable(op: Einsum) -> bool:
@@ -85,14 +87,17 @@ def fold(
 
 
 def fuse_elementwise(graph: Graph) -> Graph:
-    """The same computation with foldable elementwise producers folded into their consumer."""
+    """The same computation with foldable elementwise producers folded into their consumer
+    (an einsum over a relation too: a dense producer's join joins its tuples)."""
     ops: dict[int, Einsum] = {}
     ins: dict[int, tuple[int, ...]] = {}
+    changed: dict[int, tuple[object, tuple[int, ...]]] = {}
     absorbed: set[int] = set()
     for n in graph.nodes:
-        if n.op != "einsum":
+        if n.op not in ("einsum", "sparse"):
             continue
-        op, srcs = n.einsum, n.inputs
+        sparse = n.attrs if n.op == "sparse" else None
+        op, srcs = (sparse.einsum if sparse is not None else n.einsum), n.inputs
         refused: set[int] = set()
         while True:
             p = next(
@@ -111,14 +116,19 @@ def fuse_elementwise(graph: Graph) -> Graph:
                 continue
             op, srcs = new_op, new_srcs
             absorbed.add(p.id)
-        ops[n.id], ins[n.id] = op, srcs
+        if sparse is None:
+            ops[n.id], ins[n.id] = op, srcs
+            changed[n.id] = (op, srcs)
+        else:
+            rel = tuple(support_of(graph[s]) is not None for s in srcs)
+            changed[n.id] = (replace(sparse, einsum=op, relational=rel), srcs)
     if not absorbed:
         return fold_updates(graph)
-    return fold_updates(_rebuild(graph, absorbed, {i: (op, ins[i]) for i, op in ops.items()}))
+    return fold_updates(_rebuild(graph, absorbed, changed))
 
 
 def _rebuild(
-    graph: Graph, gone: set[int], changed: Mapping[int, tuple[Einsum, tuple[int, ...]]]
+    graph: Graph, gone: set[int], changed: Mapping[int, tuple[object, tuple[int, ...]]]
 ) -> Graph:
     """`graph` without the nodes `gone`, with the einsum and operands of the nodes `changed`
     replaced, renumbered in order."""

@@ -46,7 +46,7 @@ class Coo:
     values: np.ndarray
     shape: tuple[int, ...]
     implicit_values: bool = False  # er.coo without values: ones, in whatever dtype is fed
-    pos: np.ndarray | None = field(default=None, repr=False)
+    pos: np.ndarray | range | None = field(default=None, repr=False)
     origin: tuple[int, ...] = ()
     order: int | None = None
     cache: dict[Any, Any] = field(default_factory=new_cache, repr=False, compare=False)
@@ -83,7 +83,10 @@ class Coo:
 
     def positions(self) -> np.ndarray:
         """Where each tuple sits in the whole relation."""
-        return np.arange(self.nnz) if self.pos is None else self.pos
+        if isinstance(self.pos, np.ndarray):
+            return self.pos
+        r = range(self.nnz) if self.pos is None else self.pos
+        return np.arange(r.start, r.stop, dtype=index_dtype(r.stop))
 
     def local(self, k: int) -> np.ndarray:
         """Key k of every tuple, relative to the block's origin."""
@@ -105,7 +108,7 @@ class Coo:
 
     def copy(self) -> Coo:
         """The same block in arrays of its own (a new cache: nothing derived yet)."""
-        pos = None if self.pos is None else self.pos.copy()
+        pos = self.pos.copy() if isinstance(self.pos, np.ndarray) else self.pos
         idx, vals = self.indices.copy(), self.values.copy()
         return Coo(idx, vals, self.shape, False, pos, self.origin, self.order)
 
@@ -188,7 +191,7 @@ class Cut:
 
     sel: np.ndarray | slice
     indices: np.ndarray
-    pos: np.ndarray
+    pos: np.ndarray | range
     origin: tuple[int, ...]
     keys: tuple[int, ...]
     order: int | None
@@ -210,18 +213,29 @@ class Cut:
         return out
 
 
-def _positions(coo: Coo, sel: np.ndarray | slice) -> np.ndarray:
+def _positions(coo: Coo, sel: np.ndarray | slice) -> np.ndarray | range:
     """Where the tuples `sel` of `coo` sit in the whole relation."""
-    if coo.pos is not None:
-        return coo.pos[sel]
+    return _pick(range(coo.nnz) if coo.pos is None else coo.pos, sel)
+
+
+def _pick(pos: np.ndarray | range, sel: np.ndarray | slice) -> np.ndarray | range:
+    """Positions `sel` of `pos` (a run of a range is a range: no array is made for it)."""
+    if isinstance(pos, np.ndarray):
+        return pos[sel]
     if isinstance(sel, slice):
-        lo, hi, _ = sel.indices(coo.nnz)
-        return np.arange(lo, hi, dtype=index_dtype(coo.nnz))
-    return sel.astype(index_dtype(coo.nnz), copy=False)
+        return pos[sel.start : sel.stop : sel.step]
+    if pos.start == 0 and sel.dtype == index_dtype(pos.stop):
+        return sel  # the selection is its own positions
+    return (sel + pos.start).astype(index_dtype(pos.stop), copy=False)
 
 
 def _base(coo: Coo, order: int | None) -> Cut:
-    """Every tuple of `coo`, listed in `order`."""
+    """Every tuple of `coo`, listed in `order` (cached: every block of that order is a run of
+    this one)."""
+    return cached(coo, ("base", order), lambda: _make_base(coo, order))
+
+
+def _make_base(coo: Coo, order: int | None) -> Cut:
     if order == coo.order:
         perm = None
     elif order is None:
@@ -266,7 +280,7 @@ def _cut(coo: Coo, keys: Box, order: int | None) -> Cut:
         if inside is not None:
             sel = np.arange(base.indices.shape[1])[sel][inside]
         outer = sel if isinstance(base.sel, slice) else base.sel[sel]
-        return Cut(outer, base.indices[:, sel], base.pos[sel], keys[0], keys[1], order)
+        return Cut(outer, base.indices[:, sel], _pick(base.pos, sel), keys[0], keys[1], order)
 
     return cached(coo, ("cut", keys, order), make)
 
@@ -335,25 +349,28 @@ def assemble(
     return Coo(indices[:, perm], values[perm], shape, False, where[perm], origin, order)
 
 
-def whole(blocks: Sequence[tuple[Coo, tuple[int, ...]]], shape: tuple[int, ...]) -> Coo:
+def whole(
+    blocks: Sequence[tuple[Coo, tuple[int, ...]]], shape: tuple[int, ...], feed: Coo | None = None
+) -> Coo:
     """A relation output from its blocks (each with its offsets): every tuple back at its
-    position in the feed's order, indices included."""
+    position in the feed's order, indices included (the `feed`'s own, when given: a relation
+    whose keys are the feed's, in its order, lists exactly its tuples)."""
     k = next(iter(blocks))[0].nkeys
     groups = _by_tuples([(b, off[k:]) for b, off in blocks], shape[k:])
-    if len(groups) == 1 and groups[0][0].pos is None:
-        c, v = groups[0]
+    c, v = groups[0]
+    if len(groups) == 1 and (c.pos is None or (isinstance(c.pos, range) and c.pos.start == 0)):
         return Coo(c.indices, v, shape)
     n = sum(c.nnz for c, _ in groups)
-    dtype = groups[0][0].indices.dtype
-    indices = np.empty((k, n), dtype=dtype)
+    indices = feed.indices if feed is not None else np.empty((k, n), c.indices.dtype)
     values = np.empty((n, *shape[k:]), dtype=groups[0][1].dtype)
     seen = np.zeros(n, dtype=bool)
     for c, v in groups:
         pos = c.positions()
-        indices[:, pos] = c.indices
+        if feed is None:
+            indices[:, pos] = c.indices
         values[pos] = v
         seen[pos] = True
-    if not seen.all():
+    if not seen.all() or indices.shape[1] != n:
         raise AssertionError("relation blocks do not tile the relation's tuples")
     return Coo(indices, values, shape)
 

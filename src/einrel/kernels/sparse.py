@@ -34,10 +34,13 @@ from .coo import Coo, cached, csr, quiet_torch, stable_argsort
 from .dense import einsum as dense_einsum
 from .dtypes import AGG_UFUNC, agg_identity, compute_dtype, finish
 
-CHUNK_ELEMENTS = 1 << 22  # join-space elements per chunk: ~16 MiB of float32 per operand
+CHUNK_ELEMENTS = 1 << 20  # join-space elements per chunk: 4 MiB of float32 per operand
+ROW_CHUNK_BYTES = 1 << 20  # output bytes per CSR product call (small: malloc reuses them)
 
 Result = np.ndarray | Coo
-Rule = Callable[[SparseEinsum, Sequence[Any], Mapping[str, float], str], Result | None]
+Rule = Callable[
+    [SparseEinsum, Sequence[Any], Mapping[str, float], str, "np.ndarray | None"], Result | None
+]
 
 
 def sparse_einsum(
@@ -45,11 +48,13 @@ def sparse_einsum(
     args: Sequence[np.ndarray | Coo],
     variables: Mapping[str, float],
     dtype: str,
+    out: np.ndarray | None = None,
 ) -> Result:
     """Evaluate `sp` on its operands (Coo for relation operands, arrays otherwise): a Coo on
-    the support when the output keeps every key, else a dense array."""
+    the support when the output keeps every key, else a dense array, which a rule may write
+    straight into `out` (then it returns `out`; otherwise the caller copies)."""
     for rule in RULES:
-        res = rule(sp, args, variables, dtype)
+        res = rule(sp, args, variables, dtype, out)
         if res is not None:
             return res
     raise AssertionError("the chunked rule takes every einsum")  # pragma: no cover
@@ -90,7 +95,11 @@ def _key_dims(sp: SparseEinsum, first: Coo) -> dict[str, int]:
 
 
 def _spmm(
-    sp: SparseEinsum, args: Sequence[Any], variables: Mapping[str, float], dtype: str
+    sp: SparseEinsum,
+    args: Sequence[Any],
+    variables: Mapping[str, float],
+    dtype: str,
+    out: np.ndarray | None,
 ) -> Result | None:
     shape = _spmm_shape(sp, args)
     if shape is None:
@@ -109,11 +118,11 @@ def _spmm(
     if perm is not None:
         weight = weight[perm]
 
-    def columns() -> tuple[Any, Any]:
+    def columns() -> tuple[np.ndarray, Any]:
         col = first.local(g)
         col = col[perm] if perm is not None else col
         it = torch.int32 if first.nnz < 2**31 and first.shape[g] < 2**31 else torch.int64
-        return torch.from_numpy(ptr).to(it), torch.from_numpy(np.ascontiguousarray(col)).to(it)
+        return ptr, torch.from_numpy(np.ascontiguousarray(col)).to(it)
 
     quiet_torch()
     crow, col = cached(first, ("spmm-columns", s, g), columns)
@@ -122,18 +131,32 @@ def _spmm(
     rest = "".join(lab for lab in labs if lab != key)
     x = np.asarray(args[j], dtype=cdt)
     x = np.ascontiguousarray(np.transpose(x, [labs.index(c) for c in key + rest]))
-    x2 = x.reshape(x.shape[0], -1)
-    rows = first.shape[s]
-    if x2.shape[1] == 0 or first.nnz == 0:
-        res2 = np.zeros((rows, x2.shape[1]), dtype=cdt)
-    else:
-        w = torch.from_numpy(np.ascontiguousarray(weight))
-        a = torch.sparse_csr_tensor(crow, col, w, (rows, x2.shape[0]), check_invariants=False)
-        with torch_threads():
-            res2 = torch.sparse.mm(a, torch.from_numpy(x2), "sum").numpy()
-    out_key = next(lab for lab in op.output if lab in sp.keys)
-    res = res2.reshape((rows, *x.shape[1:]))
-    order = out_key + rest
+    x2 = torch.from_numpy(x.reshape(x.shape[0], -1))
+    rows, width = first.shape[s], x2.shape[1]
+    order = next(lab for lab in op.output if lab in sp.keys) + rest
+    direct = out is not None and order == op.output and out.dtype == cdt
+    dest = out.reshape(rows, width) if direct and out is not None else None
+    if dest is None or not dest.flags.c_contiguous:
+        dest = np.empty((rows, width), dtype=cdt)
+    w = torch.from_numpy(np.ascontiguousarray(weight))
+    # A run of rows at a time, each written into its rows of the result: no second result
+    # is ever whole (torch's product returns a fresh tensor, its mm with out= makes one too).
+    step = max(1, ROW_CHUNK_BYTES // max(1, width * cdt.itemsize))
+    with torch_threads():
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            p0, p1 = int(crow[r0]), int(crow[r1])
+            if p0 == p1 or width == 0:
+                dest[r0:r1] = 0
+                continue
+            ptr_chunk = torch.from_numpy(crow[r0 : r1 + 1] - p0).to(col.dtype)
+            a = torch.sparse_csr_tensor(
+                ptr_chunk, col[p0:p1], w[p0:p1], (r1 - r0, x2.shape[0]), check_invariants=False
+            )
+            dest[r0:r1] = torch.sparse.mm(a, x2, "sum").numpy()
+    if dest is out:
+        return out
+    res = dest.reshape((rows, *x.shape[1:]))
     return finish(np.transpose(res, [order.index(c) for c in op.output]), dtype)
 
 
@@ -160,7 +183,11 @@ def _segments(first: Coo, dims: tuple[int, ...]) -> tuple[np.ndarray | None, np.
 
 
 def _chunked(
-    sp: SparseEinsum, args: Sequence[Any], variables: Mapping[str, float], dtype: str
+    sp: SparseEinsum,
+    args: Sequence[Any],
+    variables: Mapping[str, float],
+    dtype: str,
+    out: np.ndarray | None,
 ) -> Result:
     op = sp.einsum
     first: Coo = next(a for a in args if isinstance(a, Coo))
@@ -185,7 +212,7 @@ def _chunked(
         flat_acc = acc.reshape((math.prod(size[lab] for lab in kept), -1))
         if kept:
             perm, seg = _segments(first, tuple(dims[lab] for lab in kept))
-    local = {lab: first.local(k) for lab, k in dims.items()}
+    local = {lab: (first.indices[k], first.offsets[k]) for lab, k in dims.items()}
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         take = perm[lo:hi] if perm is not None else slice(lo, hi)
@@ -225,7 +252,7 @@ def _chunk_einsum(
     op: Einsum,
     sp: SparseEinsum,
     args: Sequence[np.ndarray | Coo],
-    local: Mapping[str, np.ndarray],
+    local: Mapping[str, tuple[np.ndarray, int]],
     tau: str,
     n: int,
     take: np.ndarray | slice,
@@ -250,13 +277,25 @@ def _chunk_einsum(
         others = [lab for lab in labs if lab not in keyset]
         moved = np.transpose(a, [labs.index(lab) for lab in keys + others])
         inputs.append(tau + "".join(others))
-        arrays.append(moved[tuple(local[lab][take] for lab in keys)])
+        arrays.append(_gather(moved, [local[lab][0][take] - local[lab][1] for lab in keys]))
     size = {lab: s for lab, s in op.sizes if lab not in keyset}
     size[tau] = n
     output = tau + rest if (sp.out is not None or kept) else rest
     aggregated = [lab for lab in dict.fromkeys("".join(inputs)) if lab not in output]
     sizes = tuple((lab, size[lab]) for lab in [*output, *aggregated])
     return Einsum(tuple(inputs), output, sizes, op.join, op.agg if aggregated else None), arrays
+
+
+def _gather(a: np.ndarray, keys: Sequence[np.ndarray]) -> np.ndarray:
+    """The rows of `a` at `keys` (one index array per leading dim): `np.take` on a flat view
+    where one exists, several times faster than fancy indexing on random rows."""
+    if len(keys) == 1:
+        return np.take(a, keys[0], axis=0)
+    lead = a.shape[: len(keys)]
+    if a.flags.c_contiguous:
+        flat = a.reshape((math.prod(lead), *a.shape[len(keys) :]))
+        return np.take(flat, np.ravel_multi_index(tuple(keys), lead), axis=0)
+    return a[tuple(keys)]
 
 
 RULES: tuple[Rule, ...] = (_spmm, _chunked)

@@ -84,17 +84,18 @@ def _move(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: A
         a = args[0]  # same tuples, so it shares what was derived from them
         if out is not None:
             return out.write(a)
-        pos = None if a.pos is None else a.pos.copy()
+        pos = a.pos.copy() if isinstance(a.pos, np.ndarray) else a.pos
         c = Coo(a.indices.copy(), a.values.copy(), a.shape, False, pos, a.origin, a.order, a.cache)
         return _held(ops, c, out)
     return ops.copy(out, args[0], t.shape, t.dtype)
 
 
 def _sparse(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: Any) -> Any:
-    res = sparse_einsum(t.op, args, variables, t.dtype)
+    dense_out = out if t.support is None else None
+    res = sparse_einsum(t.op, args, variables, t.dtype, dense_out)
     if isinstance(res, Coo):
         return _held(ops, res, out)
-    return res if out is None else ops.copy(out, res, t.shape, t.dtype)
+    return res if out is None or res is out else ops.copy(out, res, t.shape, t.dtype)
 
 
 def _densify(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: Any) -> Any:

@@ -43,9 +43,13 @@ def run_task(
 
 
 def assemble_outputs(
-    tg: TaskGraph, value: Mapping[int, Any], assembled: Mapping[int, np.ndarray] | None = None
+    tg: TaskGraph,
+    value: Mapping[int, Any],
+    assembled: Mapping[int, np.ndarray] | None = None,
+    inputs: Mapping[int, Any] | None = None,
 ) -> list[Any]:
-    """Tile every graph output from its blocks (a relation: a Coo in the feed's order); an
+    """Tile every graph output from its blocks (a relation: a Coo in the feed's order, whose
+    indices are the feed's own when `inputs` holds it and the keys are in its order); an
     output in `assembled` is whole already."""
     results: list[Any] = []
     for k, blocks in enumerate(tg.outputs):
@@ -53,8 +57,13 @@ def assemble_outputs(
             results.append(assembled[k])
             continue
         node = tg.graph[tg.graph.outputs[k]]
-        if support_of(node) is not None:  # every tuple back at its place in the feed's order
-            results.append(coo.whole([(value[t], off) for t, off in blocks], node.shape))
+        sup = support_of(node)
+        if sup is not None:  # every tuple back at its place in the feed's order
+            feed = None
+            if inputs is not None and sup.order == tuple(range(sup.nkeys)):
+                feed = next(inputs[n.id] for n in tg.graph.relations if n.name == sup.relation)
+            blocks_of = [(value[t], off) for t, off in blocks]
+            results.append(coo.whole(blocks_of, node.shape, feed))
             continue
         out = np.empty(node.shape, dtype=kernels.storage_dtype(node.dtype))
         for t, off in blocks:

@@ -37,6 +37,7 @@ import numpy as np
 
 from ...devices import Devices
 from ...errors import CompileError, ExecutionError
+from ...kernels.coo import Coo
 from ...taskgraph.cost import CostModel
 from ...taskgraph.ir import TaskGraph
 from ..core import Event, Priority, TaskSchedule, make_task_schedule
@@ -311,7 +312,8 @@ class RayEngine:
         for n in needed:
             if n not in inputs:
                 raise ExecutionError(f"no value for graph input {tg.graph[n].name}")
-            refs[n] = ray.put(np.asarray(inputs[n]))
+            x = inputs[n]  # a relation travels as its Coo (its arrays; cuts are made there)
+            refs[n] = ray.put(x if isinstance(x, Coo) else np.asarray(x))
         var = dict(variables or {})
         calls = {
             self.actors[d].execute.remote(
