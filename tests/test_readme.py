@@ -34,3 +34,12 @@ def test_the_quick_start_trains_and_the_other_local_snippets_run(
     assert namespace["prog"].report.bytes_offloaded > 0  # the budgeted snippet offloads
     assert (tmp_path / "out" / "run.png").exists() and (tmp_path / "out" / "plan.dot").exists()
     assert "hidden" in namespace["h"].name
+
+
+def test_the_sparse_relations_snippet_runs(capsys: Any) -> None:
+    (block,) = [b for b in _snippets() if "er.relation(" in b]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert "over A" in capsys.readouterr().out
+    assert namespace["gA_v"].values.shape == (namespace["feed"].nnz,)
+    namespace["prog"].close()

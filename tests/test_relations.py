@@ -128,3 +128,64 @@ def test_gpu_and_torch_arena_backends_refuse_relations_clearly() -> None:
         er.compile(Z, devices=er.cpu(2, memory="1MiB"), engine_options={"backend": "torch"})(
             {"A": feed, "H": h}
         )
+
+
+def power_law(n: int = 200, e: int = 1500) -> tuple[list[er.Tensor], dict, list[er.Tensor]]:
+    """A two-layer GCN-like program over a relation whose first keys have most tuples."""
+    rng = np.random.default_rng(3)
+    w = 1.0 / np.arange(1, n + 1) ** 1.2
+    flat = rng.choice(n * n, e, replace=False, p=np.repeat(w / w.sum() / n, n))
+    u, v = np.divmod(flat, n)
+    A = er.relation("A", keys={"u": n, "v": n}, nnz=e, dtype="float64")
+    H = er.input("H", (n, 4), "float64")
+    W = er.input("W", (4, 4), "float64")
+    Z1 = er.relu(er.einsum("uv,ud->vd", A, H @ W))
+    Z2 = er.einsum("uv,ud->vd", A, Z1)  # layer 1's v is layer 2's u: one key class
+    loss = (Z2 * Z2).sum()
+    gW, gA = er.grad(loss, [W, A])
+    feeds = {"A": er.coo(np.stack([u, v]), rng.random(e)), "H": rng.standard_normal((n, 4))}
+    feeds["W"] = rng.standard_normal((4, 4)) / 2
+    return [loss, Z2, gW, gA], feeds, [A, H]
+
+
+def test_relabeled_keys_balance_the_cut_and_change_no_result() -> None:
+    outs, feeds, _ = power_law()
+    want = er.evaluate(outs, feeds)
+    for devices in (er.cpu(4), er.cpu(2, memory="96KiB")):
+        prog = er.compile(outs, devices=devices, partitioner="data-parallel", relabel=True)
+        for a, b in zip(prog(feeds), want):
+            if isinstance(b, er.Coo):
+                assert np.array_equal(a.indices, b.indices)
+            np.testing.assert_allclose(values(a), values(b), rtol=1e-10, atol=1e-12)
+        (cls,) = prog.plan.relabeling.classes  # u and v are one class
+        assert {k for _, k in cls.keys} == {0, 1} and cls.parts > 1
+        new = prog.plan.relabeling.labels({"A": feeds["A"]})[0]
+        bounds = np.linspace(0, cls.size, cls.parts + 1).round().astype(int)
+        keys = feeds["A"].indices.ravel()  # both keys: the class deals their summed degrees
+        before = np.histogram(keys, bounds)[0]
+        after = np.histogram(new[keys], bounds)[0]
+        heaviest = np.bincount(keys).max()  # no range can do better than the mean plus one key
+        assert after.max() <= after.mean() + heaviest < before.max()
+        prog.close()
+
+
+def test_a_skewed_feed_fits_its_plan_once_relabeled() -> None:
+    Z, feed, h = skewed()
+    prog = er.compile(Z, devices=er.cpu(4, memory="64KiB"), partitioner="data-parallel")
+    with pytest.raises(er.FeedError, match="structure="):
+        prog({"A": feed, "H": h})
+    prog = er.compile(
+        Z, devices=er.cpu(4, memory="64KiB"), partitioner="data-parallel", relabel=["A"]
+    )
+    want = er.evaluate(Z, {"A": feed, "H": h})
+    np.testing.assert_allclose(prog({"A": feed, "H": h}), want, rtol=1e-5, atol=1e-6)
+
+
+def test_relabeling_refuses_keys_that_positions_read() -> None:
+    A = er.relation("A", keys={"u": 10, "v": 10}, nnz=20)
+    H = er.input("H", (10, 3))
+    Z = er.einsum("uv,ud->vd", A, H)[:5]
+    with pytest.raises(er.CompileError, match=r"relabel: key 1 of relation 'A' flows into a slice"):
+        er.compile(Z, devices=er.cpu(2), relabel=True)
+    with pytest.raises(er.CompileError, match=r"relabel names \['B'\]"):
+        er.compile(Z, devices=er.cpu(2), relabel=["B"])

@@ -27,6 +27,7 @@ from .ir.fuse import fuse_elementwise
 from .ir.graph import Graph
 from .place.placers import Placer
 from .progress import StepProgress
+from .relabel import plan_relabeling
 from .relations import check_capacities, tuple_counts
 from .runtime.engines import start_engine
 from .taskgraph.build import build_tasks
@@ -48,6 +49,7 @@ class Plan:
     memgraph: Any = None
     compile_time_s: float = 0.0
     fused: bool = True
+    relabeling: Any = None  # a relabel.Relabeling when keys are dealt anew per feed
 
     @property
     def partitions(self) -> dict[str, dict[str, int]]:
@@ -197,10 +199,15 @@ class Program:
         one to finish)."""
         check_output(output)
         inputs, variables = bind_feeds(self.plan.graph, feeds, strict, cast)
+        relabeling = self.plan.relabeling
+        if relabeling is not None:
+            inputs, perms = relabeling.apply(self.plan.graph, inputs)
         if self.plan.memgraph is not None:
             check_capacities(self.plan.tasks, inputs)
         with self._lock:
             values = self._run(inputs, variables, trace)
+        if relabeling is not None:
+            values = relabeling.restore(self.plan.graph, values, perms)
         return shape_results(values, not self.single, output)
 
     __call__ = run
@@ -319,6 +326,7 @@ def compile(
     partitioner_options: Mapping[str, Any] | None = None,
     placer_options: Mapping[str, Any] | None = None,
     structure: Mapping[str, Any] | None = None,
+    relabel: bool | Sequence[str] = False,
     **unknown: Any,
 ) -> Program:
     """Decompose, place and plan `outputs` for `devices` (default `er.cpu(1)`).
@@ -344,7 +352,9 @@ def compile(
     like the ones it will get (an `er.coo`, scipy or torch sparse matrix): the cost model and
     a memory plan then count each block's tuples instead of assuming `nnz` spreads evenly
     over the keys. Under a memory budget a block holds what its plan made room for; a feed
-    with more tuples in some block is a FeedError before the run.
+    with more tuples in some block is a FeedError before the run. `relabel` (True, or names
+    of relations) deals their keys anew per feed so that every key range holds about as many
+    tuples (see `einrel.relabel`); results come back in the original labels.
     """
     with StepProgress("er.compile", enabled=progress) as bar:
         from .decompose import get_partitioner, plan_cost
@@ -392,7 +402,8 @@ def compile(
                 f"{devs}: relations run on er.cpu(n) (with or without a memory budget) and "
                 "er.ray(n); GPU devices do not hold relation blocks yet"
             )
-        counts = tuple_counts(graph, structure)
+        relabeling = plan_relabeling(graph, decomposition, relabel)
+        counts = tuple_counts(graph, structure, relabeling)
         if budget is not None and fit_budget:
             from .memory.fit import fit_to_budget
 
@@ -427,6 +438,7 @@ def compile(
             memgraph,
             time.perf_counter() - t0,
             fuse,
+            relabeling,
         )
         eng_opts = dict(engine_options or {})
         if transfer_bandwidth is not None:

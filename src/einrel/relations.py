@@ -18,9 +18,12 @@ from .taskgraph.ir import TaskGraph
 Counts = Callable[[tuple[int, ...], tuple[int, ...]], int]
 
 
-def tuple_counts(graph: Graph, structure: Mapping[str, Any] | None) -> dict[str, Counts]:
+def tuple_counts(
+    graph: Graph, structure: Mapping[str, Any] | None, relabeling: Any = None
+) -> dict[str, Counts]:
     """For each relation of `structure` (name -> a feed like the ones it will get), the
-    tuples it has in a key box, scaled to the relation's `nnz` bound."""
+    tuples it has in a key box, scaled to the relation's `nnz` bound (in its new labels when
+    keys are relabeled)."""
     if not structure:
         return {}
     if not isinstance(structure, Mapping):
@@ -31,12 +34,13 @@ def tuple_counts(graph: Graph, structure: Mapping[str, Any] | None) -> dict[str,
         raise CompileError(
             f"structure names {unknown}, which are not relations of the graph {sorted(relations)}"
         )
-    out: dict[str, Counts] = {}
-    for name, feed in structure.items():
-        node = relations[name]
-        sample = bind_relation(name, node, feed, cast=True)
-        out[name] = _counter(sample, node.attrs.nnz)
-    return out
+    samples = {
+        name: bind_relation(name, relations[name], feed, True) for name, feed in structure.items()
+    }
+    if relabeling is not None and set(samples) == set(relations):
+        moved, _ = relabeling.apply(graph, {relations[k].id: v for k, v in samples.items()})
+        samples = {k: moved[relations[k].id] for k in samples}
+    return {name: _counter(sample, relations[name].attrs.nnz) for name, sample in samples.items()}
 
 
 def _counter(sample: coo.Coo, nnz: int) -> Counts:

@@ -363,14 +363,27 @@ def whole(
     n = sum(c.nnz for c, _ in groups)
     indices = feed.indices if feed is not None else np.empty((k, n), c.indices.dtype)
     values = np.empty((n, *shape[k:]), dtype=groups[0][1].dtype)
-    seen = np.zeros(n, dtype=bool)
+    runs: list[range] = []
+    seen = None
     for c, v in groups:
-        pos = c.positions()
+        pos = c.pos if c.pos is not None else range(c.nnz)
+        at: slice | np.ndarray = slice(pos.start, pos.stop) if isinstance(pos, range) else pos
+        if isinstance(pos, range):
+            runs.append(pos)
+        else:
+            seen = np.zeros(n, dtype=bool) if seen is None else seen
+            seen[pos] = True
         if feed is None:
-            indices[:, pos] = c.indices
-        values[pos] = v
-        seen[pos] = True
-    if not seen.all() or indices.shape[1] != n:
+            indices[:, at] = c.indices
+        values[at] = v
+    if seen is not None:
+        for r in runs:
+            seen[r.start : r.stop] = True
+        tiled = bool(seen.all())
+    else:  # runs of positions only: they tile 0..n when they meet end to end
+        ends = sorted((r.start, r.stop) for r in runs)
+        tiled = all(a[1] == b[0] for a, b in zip(ends, ends[1:])) and ends[0][0] == 0
+    if not tiled or indices.shape[1] != n:
         raise AssertionError("relation blocks do not tile the relation's tuples")
     return Coo(indices, values, shape)
 

@@ -52,7 +52,8 @@ def sparse_einsum(
 ) -> Result:
     """Evaluate `sp` on its operands (Coo for relation operands, arrays otherwise): a Coo on
     the support when the output keeps every key, else a dense array, which a rule may write
-    straight into `out` (then it returns `out`; otherwise the caller copies)."""
+    straight into `out` (then it returns `out`; otherwise the caller copies). For a relation
+    result `out` holds the whole output's values by position (see `_values_place`)."""
     for rule in RULES:
         res = rule(sp, args, variables, dtype, out)
         if res is not None:
@@ -202,8 +203,8 @@ def _chunked(
     rest = "".join(lab for lab in op.output if lab not in keyset)
     n = first.nnz
     perm: np.ndarray | None = None
-    if sp.out is not None:
-        parts: list[np.ndarray] = []
+    if sp.out is not None:  # each chunk's values straight into their rows
+        values = _values_place(first, tuple(size[lab] for lab in rest), cdt, out)
     else:
         assert op.agg is not None
         ufunc = AGG_UFUNC[op.agg]
@@ -217,10 +218,11 @@ def _chunked(
         hi = min(lo + chunk, n)
         take = perm[lo:hi] if perm is not None else slice(lo, hi)
         inner, arrays = _chunk_einsum(op, sp, args, local, tau, hi - lo, take, kept, rest)
-        vals = dense_einsum(inner, arrays, variables, cdt.name)
         if sp.out is not None:
-            parts.append(vals)
-        elif not kept:
+            dense_einsum(inner, arrays, variables, cdt.name, out=values[lo:hi])
+            continue
+        vals = dense_einsum(inner, arrays, variables, cdt.name)
+        if not kept:
             flat_acc[0] = ufunc(flat_acc[0], vals.reshape(-1))
         else:
             keys = seg[lo:hi]
@@ -231,9 +233,22 @@ def _chunked(
     if sp.out is None:
         order = kept + rest
         return finish(np.transpose(acc, [order.index(lab) for lab in op.output]), dtype)
-    empty = (0, *(size[lab] for lab in rest))
-    values = finish(np.concatenate(parts) if parts else np.zeros(empty, cdt), dtype)
-    return relation_result(first, [dims[lab] for lab in kept], values)
+    return relation_result(first, [dims[lab] for lab in kept], finish(values, dtype))
+
+
+def _values_place(first: Coo, vshape: tuple[int, ...], dtype: np.dtype, out: Any) -> np.ndarray:
+    """Where a relation result's values go: their rows of `out` (the whole output's values,
+    by position) when the tuples are a run of positions, else a new array."""
+    pos = range(first.nnz) if first.pos is None else first.pos
+    if (
+        isinstance(out, np.ndarray)
+        and isinstance(pos, range)
+        and out.shape[1:] == vshape
+        and out.dtype == dtype
+        and pos.stop <= out.shape[0]
+    ):
+        return out[pos.start : pos.stop]
+    return np.empty((first.nnz, *vshape), dtype=dtype)
 
 
 def relation_result(first: Coo, keys: Sequence[int], values: np.ndarray) -> Coo:

@@ -27,7 +27,9 @@ import numpy as np
 
 from ..devices import cores
 from ..errors import ExecutionError
+from ..ir.relation import support_of
 from ..kernels import storage_dtype
+from ..kernels.coo import Coo
 from ..taskgraph.cost import CostModel
 from ..taskgraph.interpret import Runner, run_task
 from ..taskgraph.ir import TaskGraph
@@ -64,7 +66,7 @@ class _TaskRun(WorkBase):
         self.pool = pool
         self.pooled = pooled
         self.values: list[Any] = [None] * len(tg.tasks)
-        self.assembled, self.in_place = output_places(tg)
+        self.assembled, self.in_place = output_places(tg, inputs)
 
     def dispatch(self, now: float) -> list[tuple[int, int]]:
         return self.core.dispatch(now)
@@ -104,16 +106,34 @@ class _TaskRun(WorkBase):
 IN_PLACE = POOLED | {"sparse", "densify"}  # kinds whose rule writes a dense block into `out`
 
 
-def output_places(tg: TaskGraph) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+def output_places(
+    tg: TaskGraph, inputs: Mapping[int, Any]
+) -> tuple[dict[int, Any], dict[int, np.ndarray]]:
     """The graph outputs whose blocks the kernels can write straight into one new array (each
     block computed by its own task into a C-contiguous window of it: cuts of the leading
-    dims), and those windows by task, so no output is copied once more to be assembled."""
-    arrays: dict[int, np.ndarray] = {}
+    dims), and those windows by task, so no output is copied once more to be assembled.
+
+    A relation output on its feed's keys gets one array of values for all its tuples, and each
+    of its blocks (given that whole array) writes its values at its positions when they are a
+    run of them; `relation_outputs` then says which outputs came out whole."""
+    arrays: dict[int, Any] = {}
     places: dict[int, np.ndarray] = {}
     for k, blocks in enumerate(tg.outputs):
         node = tg.graph[tg.graph.outputs[k]]
         tasks = [tg.tasks[t] for t, _ in blocks]
-        if node.op in ("relation", "input") or any(
+        sup = support_of(node)
+        if sup is not None:
+            vshape = node.shape[sup.nkeys :]
+            feed = next(inputs[n.id] for n in tg.graph.relations if n.name == sup.relation)
+            if sup.order == tuple(range(sup.nkeys)) and all(
+                t.kind == "sparse" and t.shape[sup.nkeys :] == vshape and t.id not in places
+                for t in tasks
+            ):
+                vals = np.empty((feed.nnz, *vshape), dtype=storage_dtype(node.dtype))
+                arrays[k] = Coo(feed.indices, vals, node.shape)
+                places.update({t.id: vals for t in tasks})
+            continue
+        if node.op == "input" or any(
             t.kind not in IN_PLACE or t.support is not None or t.id in places for t in tasks
         ):
             continue
@@ -130,6 +150,21 @@ def output_places(tg: TaskGraph) -> tuple[dict[int, np.ndarray], dict[int, np.nd
             arrays[k] = out
             places.update(views)
     return arrays, places
+
+
+def relation_outputs(
+    tg: TaskGraph, assembled: Mapping[int, Any], values: Mapping[int, Any]
+) -> dict[int, Any]:
+    """`assembled` without the relation outputs some block of which did not write its values
+    in place (its tuples were not a run of positions): those are assembled from blocks."""
+    out = dict(assembled)
+    for k, whole in assembled.items():
+        if isinstance(whole, Coo):
+            blocks = [values[t] for t, _ in tg.outputs[k]]
+            inside = all(np.shares_memory(b.values, whole.values) for b in blocks if b.nnz)
+            if not inside or sum(b.nnz for b in blocks) != whole.nnz:
+                del out[k]
+    return out
 
 
 class LocalEngine:
@@ -222,7 +257,7 @@ class LocalEngine:
             bytes_offloaded=0,
             busy_s=dict(enumerate(core.busy)),
             events=core.events or [],
-            assembled=run.assembled,
+            assembled=relation_outputs(tg, run.assembled, values),
         )
 
     def close(self) -> None:

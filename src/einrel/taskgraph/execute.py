@@ -91,10 +91,10 @@ def _move(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: A
 
 
 def _sparse(ops: BlockOps, t: Task, args: Any, out: Any, inputs: Any, variables: Any) -> Any:
-    dense_out = out if t.support is None else None
-    res = sparse_einsum(t.op, args, variables, t.dtype, dense_out)
+    whole = isinstance(out, np.ndarray)  # a dense block, or a relation output's whole values
+    res = sparse_einsum(t.op, args, variables, t.dtype, out if whole else None)
     if isinstance(res, Coo):
-        return _held(ops, res, out)
+        return res if whole else _held(ops, res, out)
     return res if out is None or res is out else ops.copy(out, res, t.shape, t.dtype)
 
 
