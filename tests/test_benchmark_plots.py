@@ -99,3 +99,42 @@ def test_decompose_plot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     decompose.plot(rows, path)
     width, height = _png_size(path)
     assert width > 600 and height > 250
+
+
+def test_sparse_plot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sparse = _load("sparse", monkeypatch)
+    peak = {"peak_bytes": 1.2e9, "first_s": 3.0}
+    rows = {"einrel": {**_timed(1.0), **peak}, "torch.sparse.mm": {**_timed(2.0), **peak}}
+    budget = {"unconstrained_peak": 1.6e9, "budget": 4e8, "report_peak": {"0": 3.8e8, "1": 3.7e8}}
+    doc = {
+        "shapes": {"spmm": "N=1e6 E=1e7 d=64", "budget": "N=1e6 E=5e7 d=64"},
+        "tasks": {
+            "spmm": {"rows": rows, "bytes": {"csr": 1.3e8, "inputs": 5e8, "outputs": 5e8}},
+            "budget": {"rows": {"einrel": {**_timed(7.0), **peak, **budget}}, "bytes": {}},
+        },
+    }
+    path = tmp_path / "sparse.png"
+    sparse.plot(doc, path)
+    width, height = _png_size(path)
+    assert width > 600 and height > 250
+
+
+def test_sparse_benchmark_worker_runs_and_checks_itself(tmp_path: Path) -> None:
+    """One einrel worker of benchmarks/sparse.py on a small relation: it times, reads its
+    peak memory and samples its outputs, as the full run does."""
+    import json
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sparse
+
+        sparse.make_data(tmp_path, 300, 2000, 8)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    cmd = [sys.executable, str(BENCHMARKS / "sparse.py"), "--worker", "einrel", "--task", "spmm"]
+    cmd += ["--data", str(tmp_path), "--nodes", "300", "--dim", "8", "--iters", "2"]
+    got = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    assert len(got["times_s"]) == 2 and got["peak_bytes"] > 0
+    assert len(got["sample"]) == 2 and "over A" in got["plan"]

@@ -122,9 +122,11 @@ def test_compile_for_gpu_devices_on_cpu_tensors() -> None:
 def test_gpu_devices_without_cuda_say_how_to_use_cpu_tensors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import einrel.runtime.backends.torch_arenas as arenas
     import einrel.runtime.gpu as gpu
 
-    monkeypatch.setattr(gpu, "cuda_available", lambda: False)
+    for module in (gpu, arenas):  # engines.py imports it from torch_arenas when it runs
+        monkeypatch.setattr(module, "cuda_available", lambda: False)
     x = er.input("x", (4,), "float32")
     with pytest.raises(er.CompileError, match="device': 'cpu'"):
         er.compile(er.relu(x), devices=er.gpu(1, memory="1MiB"))

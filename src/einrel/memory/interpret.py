@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import kernels
 from ..errors import ExecutionError
-from ..kernels.coo import CooSlot
+from ..kernels.coo_slot import CooSlot
 from ..kernels.ops import NUMPY
 from ..taskgraph.execute import coo_slot, execute, touch
 from ..taskgraph.interpret import assemble_outputs

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import ExecutionError
 from ..kernels import coo
-from ..kernels.coo import Coo, CooSlot
+from ..kernels.coo import Coo
+from ..kernels.coo_slot import CooSlot
 from ..kernels.dtypes import storage_dtype
 from ..kernels.ops import Array, BlockOps
 from ..kernels.sparse import sparse_einsum

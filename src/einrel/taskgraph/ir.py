@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 
 from ..errors import CompileError
 from ..ir.graph import DTYPE_BYTES, Graph
-from ..kernels.coo import layout
+from ..kernels.coo_slot import layout
 
 TaskKind = Literal[
     "input", "fill", "apply", "agg", "assemble", "reshape", "move", "relation", "sparse", "densify"

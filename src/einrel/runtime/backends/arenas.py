@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ...kernels import coo
-from ...kernels.coo import Coo, CooSlot
+from ...kernels.coo import Coo
+from ...kernels.coo_slot import CooSlot
 from ...kernels.ops import Array, BlockOps
 from ...memory import MemGraph, MemNode, Region
 from ...taskgraph.execute import coo_slot, execute, touch
