@@ -23,6 +23,19 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def process_bytes(key: str = "VmRSS") -> int:
+    """This process's resident set (`VmRSS`) or its high-water mark (`VmHWM`), from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak() -> None:
+    """Reset the resident-set high-water mark (Linux: write 5 to clear_refs)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def cores() -> int:
     from einrel.devices import cores as einrel_cores
 

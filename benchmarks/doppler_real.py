@@ -29,10 +29,10 @@ import torch
 from einrel.place.dag import lower_bound, single_device_makespan
 from einrel.place.doppler import DopplerPolicy, load_policy, train
 from einrel.place.doppler.policy import cache_dir, policy_filename
-from einrel.place.doppler.real import workload_target
 from einrel.place.doppler.recipes import RECIPES
 from einrel.place.placers import get_placer
 from einrel.place.simulate import make_simulator
+from einrel.workloads.targets import workload_target
 
 ROOT = Path(__file__).resolve().parents[1]
 

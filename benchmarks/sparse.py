@@ -72,19 +72,6 @@ def load(path: Path, *names: str) -> list[np.ndarray]:
     return [np.load(path / f"{x}.npy") for x in names]
 
 
-# --- memory --------------------------------------------------------------------------------------
-def _status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak() -> None:
-    """Reset the resident-set high-water mark (Linux: write 5 to clear_refs)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
 # --- the systems, one per worker process --------------------------------------------------------
 def einrel_spmm(path: Path, n: int, d: int, budget_fraction: float | None) -> Any:
     import einrel as er
@@ -212,7 +199,7 @@ def worker(args: argparse.Namespace) -> None:
 
     if args.system == "torch_geometric":
         import torch_geometric  # noqa: F401
-    base = _status("VmRSS")
+    base = common.process_bytes("VmRSS")
     path, n, d = Path(args.data), args.nodes, args.dim
     t0 = time.perf_counter()
     system = args.system
@@ -232,14 +219,14 @@ def worker(args: argparse.Namespace) -> None:
     outs = step()
     first_s = time.perf_counter() - first
     setup_s = first - t0
-    reset_peak()
+    common.reset_peak()
     times = []
     for _ in range(args.iters):
         outs = None  # the last step's outputs are let go first, in every system
         t1 = time.perf_counter()
         outs = step()
         times.append(time.perf_counter() - t1)
-    peak = _status("VmHWM") - base
+    peak = common.process_bytes("VmHWM") - base
     rng = np.random.default_rng(1)
     sample = [np.asarray(o)[rng.integers(0, len(o), SAMPLE)].tolist() for o in outs]
     doc = {"times_s": times, "first_s": first_s, "setup_s": setup_s, "peak_bytes": peak}

@@ -9,8 +9,8 @@ import pytest
 
 import einrel as er
 from einrel.place.doppler import DopplerPolicy, find_policy, fingerprint, placer, train
-from einrel.place.doppler.real import is_workload_spec, workload_target
 from einrel.workloads import ffnn_train
+from einrel.workloads.targets import is_workload_spec, workload_target
 
 
 def test_compile_with_doppler_placer_runs_correctly(

@@ -271,9 +271,9 @@ def _train(
     progress: bool,
 ) -> tuple[Path, dict[str, Any]]:
     from ..place.doppler.policy import DopplerPolicy, cache_dir, load_policy, policy_filename
-    from ..place.doppler.real import is_workload_spec, workload_target
     from ..place.doppler.trainer import train
     from ..place.graphfile import load_graph_file
+    from ..workloads.targets import is_workload_spec, workload_target
 
     graphs = []
     oracles = []

@@ -131,8 +131,8 @@ class NumpyOps:
         out: np.ndarray | None,
     ) -> np.ndarray:
         part = whole[_slices(offset, shape)]
-        if out is None:  # a view of the caller's array when it is contiguous: never written
-            return np.asarray(part, order="C")
+        if out is None:  # a view of the caller's array (strided too: kernels read strided
+            return part  # operands, BLAS with its leading dimension): never written
         np.copyto(out, part, casting="unsafe")
         return out
 

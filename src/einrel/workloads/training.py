@@ -1,0 +1,102 @@
+"""What the relational workloads' training loops share: a history of losses and held-out
+metrics per epoch, a progress bar that shows them, and a plot of the curves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class History:
+    """Per epoch: the training loss, the metrics measured on held-out data, the seconds the
+    epoch's steps took (measuring excluded)."""
+
+    title: str
+    epochs: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    measured: list[int] = field(default_factory=list)  # the epochs the metrics were taken at
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def record(self, epoch: int, loss: float, seconds: float, metrics: dict[str, float]) -> None:
+        self.epochs.append(epoch)
+        self.loss.append(loss)
+        self.seconds.append(seconds)
+        if metrics:
+            self.measured.append(epoch)
+        for k, v in metrics.items():
+            self.metrics.setdefault(k, []).append(v)
+
+    def last(self, metric: str) -> float:
+        return self.metrics[metric][-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "epochs": self.epochs,
+            "loss": self.loss,
+            "seconds": self.seconds,
+            "measured": self.measured,
+            "metrics": self.metrics,
+        }
+
+
+def fit(
+    title: str,
+    epochs: int,
+    epoch: Callable[[int], float],
+    measure: Callable[[], dict[str, float]],
+    every: int = 1,
+    progress: bool = True,
+) -> History:
+    """Run `epoch(e)` (returns the epoch's mean loss) for e = 1..epochs, `measure()` the
+    held-out metrics every `every` epochs and after the last, with a rich progress bar that
+    shows the loss and the metrics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    hist = History(title)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns.append(TextColumn("{task.fields[status]}"))
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(title, total=epochs, status="")
+        for e in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            loss = epoch(e)
+            took = time.perf_counter() - t0
+            metrics = measure() if e % every == 0 or e == epochs else {}
+            hist.record(e, loss, took, metrics)
+            shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            bar.update(task, advance=1, status=f"loss {loss:.4f} {shown}")
+    return hist
+
+
+def plot_curves(histories: list[History], path: str | Path, title: str = "") -> Path:
+    """The loss and every metric per epoch, one panel each, one line per history."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = ["loss", *dict.fromkeys(k for h in histories for k in h.metrics)]
+    fig = Figure(figsize=(4.2 * len(names), 3.4))
+    FigureCanvasAgg(fig)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        for h in histories:
+            if name == "loss":
+                ax.plot(h.epochs, h.loss, label=h.title)
+                continue
+            ax.plot(h.measured, h.metrics.get(name, []), marker="o", ms=2, label=h.title)
+        ax.set_xlabel("epoch")
+        ax.set_title(name, loc="left", fontsize="medium")
+        if i == 0:
+            ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
