@@ -138,3 +138,24 @@ def test_sparse_benchmark_worker_runs_and_checks_itself(tmp_path: Path) -> None:
     got = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     assert len(got["times_s"]) == 2 and got["peak_bytes"] > 0
     assert len(got["sample"]) == 2 and "over A" in got["plan"]
+
+
+def test_gcn_benchmark_worker_trains_and_the_plot_draws(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One einrel worker of benchmarks/gcn.py (the karate club, 3 epochs), then its plot from
+    runs shaped like the worker's."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(BENCHMARKS / "gcn.py"), "--worker", "einrel", "--nodes", "0"]
+    cmd += ["--edges", "0", "--epochs", "3", "--every", "1"]
+    got = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    assert got["history"]["epochs"] == [1, 2, 3] and 0 <= got["test_accuracy"] <= 1
+    gcn = _load("gcn", monkeypatch)
+    doc = {"shape": "karate", "sbm": {"einrel": got, "torch.sparse": got}}
+    path = tmp_path / "gcn.png"
+    gcn.plot(doc, path)
+    width, height = _png_size(path)
+    assert width > 600 and height > 250

@@ -41,6 +41,27 @@ def test_demo_fails_loudly_on_a_wrong_result(monkeypatch: pytest.MonkeyPatch) ->
     assert "FAIL" in res.output
 
 
+def test_relational_demo_checks_gradients_trains_and_draws(tmp_path: Path) -> None:
+    trace = tmp_path / "out" / "demo_trace.json"
+    res = runner.invoke(app, ["demo", "--workload", "gcn", "-n", "2", "--trace", str(trace)])
+    assert res.exit_code == 0, res.output
+    assert "vs torch autograd (float64)" in res.output and "PASSED" in res.output
+    assert (tmp_path / "out" / "gcn_curves.png").stat().st_size > 0
+
+
+def test_relational_demo_fails_loudly_and_refuses_unknown_workloads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from einrel.demos import relational
+
+    monkeypatch.setattr(relational, "TOLERANCE", 0.0)
+    trace = str(tmp_path / "demo_trace.json")
+    res = runner.invoke(app, ["demo", "--workload", "gcn", "--trace", trace])
+    assert res.exit_code == 1 and "FAILED" in res.output
+    res = runner.invoke(app, ["demo", "--workload", "nope"])
+    assert res.exit_code == 2 and "--workload" in res.output
+
+
 def test_demo_other_partitioner_placer_and_dtype(tmp_path: Path) -> None:
     res = runner.invoke(
         app,

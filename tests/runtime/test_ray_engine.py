@@ -229,6 +229,17 @@ def test_relation_programs_on_ray_match_the_reference(cluster: Any) -> None:
             prog.close()
 
 
+def test_gcn_trains_to_the_same_weights_on_ray(cluster: Any) -> None:
+    from einrel.workloads import gcn, graphs
+
+    d = graphs.sbm(500, 4000, classes=3, features=8, train_per_class=10, seed=3)
+    runs = [
+        gcn.train(d, 3, hidden=8, devices=dev, progress=False) for dev in (er.cpu(2), er.ray(2))
+    ]
+    for k in gcn.PARAMS:
+        np.testing.assert_allclose(runs[1].params[k], runs[0].params[k], rtol=1e-5, atol=1e-7)
+
+
 def test_memory_budget_is_reserved_per_actor(cluster: Any) -> None:
     graph, feeds = random_program(np.random.default_rng(13))
     tg = random_placed(graph, np.random.default_rng(14), 2)

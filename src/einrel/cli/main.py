@@ -6,6 +6,7 @@ while loading, compiling or running as one `error: <message>` line (status 1); s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -96,11 +97,29 @@ def demo(
             "device on a local Ray cluster (or the cluster in RAY_ADDRESS)."
         ),
     ] = "local",
+    workload: Annotated[
+        str,
+        typer.Option(
+            help="llama: the LLaMA-block step; gcn: a graph convolutional network on a block "
+            "model (relations), its gradients checked and a minute of training."
+        ),
+    ] = "llama",
 ) -> None:
-    """Decompose, place and run one LLaMA-block training step; check it, explain it, time it."""
+    """Decompose, place and run one LLaMA-block training step; check it, explain it, time it.
+    With --workload gcn: check and train a relational workload instead."""
     from ..demos.demo import SIZES, grad_check
     from ..demos.demo import demo as run
+    from ..demos.relational import DEMOS, relational_demo
 
+    check_choice(workload, ("llama", *DEMOS), "--workload")
+    if workload != "llama":
+        positive(devices, "--devices")
+        with einrel_errors():
+            out = Path(trace).parent if trace else Path("out")
+            code = relational_demo(workload, devices=devices, seed=seed, out=out)
+        if code:
+            raise typer.Exit(code)
+        return
     check_choice(size, SIZES, "--size")
     if dtype:
         check_choice(dtype, DTYPES, "--dtype")
