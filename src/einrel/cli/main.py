@@ -100,8 +100,9 @@ def demo(
     workload: Annotated[
         str,
         typer.Option(
-            help="llama: the LLaMA-block step; gcn: a graph convolutional network on a block "
-            "model (relations), its gradients checked and a minute of training."
+            help="llama: the LLaMA-block step; gcn (a graph convolutional network on a block "
+            "model) or mf (matrix factorisation with SimCE): a relational workload, its "
+            "gradients checked and a minute of training."
         ),
     ] = "llama",
 ) -> None:

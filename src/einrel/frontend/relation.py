@@ -254,6 +254,13 @@ def _sort_order(idx: np.ndarray, keys: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _has_duplicates(idx: np.ndarray, keys: tuple[int, ...]) -> bool:
+    """Whether two tuples have the same keys. The leading keys whose space fits an int64
+    decide it when they are distinct already (tuples numbered by a key of their own, say)."""
+    lead = len(keys)
+    while lead > 1 and np.prod([float(n) for n in keys[:lead]]) >= 2**62:
+        lead -= 1
+    if lead < len(keys) and not _has_duplicates(idx[:lead], keys[:lead]):
+        return False
     order = _sort_order(idx, keys)
     s = idx if order is None else idx[:, order]
     return bool(np.any(np.all(s[:, 1:] == s[:, :-1], axis=0)))

@@ -31,7 +31,9 @@ from .relation import support_of
 
 
 def _factorable(op: Einsum) -> bool:
-    return op.agg in (None, "sum") and S.scaled_product(op.body.join) is not None
+    """Runs as a BLAS contraction: a sum of a product of per-operand factors (an elementwise
+    join, agg None, runs elementwise however it factors)."""
+    return op.agg == "sum" and S.scaled_product(op.body.join) is not None
 
 
 def _foldable(graph: Graph, p: GNode, c: GNode) -> bool:
