@@ -90,7 +90,7 @@ class TorchTrainer:
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def epoch(self, e: int = 0) -> float:
         order = self.rng.permutation(self.data.train.shape[1])

@@ -240,6 +240,17 @@ def test_gcn_trains_to_the_same_weights_on_ray(cluster: Any) -> None:
         np.testing.assert_allclose(runs[1].params[k], runs[0].params[k], rtol=1e-5, atol=1e-7)
 
 
+def test_recommendation_trains_to_the_same_embeddings_on_ray(cluster: Any) -> None:
+    from einrel.workloads import interactions
+    from einrel.workloads import recommend as rec
+
+    d = interactions.power_law(200, 80, 3000, seed=1)
+    cfg = rec.RecConfig(dim=8, batch=256, negatives=4, loss="simce", layers=1, lr=1e-2)
+    runs = [rec.train(d, cfg, 2, devices=dev, progress=False) for dev in (er.cpu(2), er.ray(2))]
+    for k in ("P", "Q"):
+        np.testing.assert_allclose(runs[1].params[k], runs[0].params[k], rtol=1e-5, atol=1e-7)
+
+
 def test_memory_budget_is_reserved_per_actor(cluster: Any) -> None:
     graph, feeds = random_program(np.random.default_rng(13))
     tg = random_placed(graph, np.random.default_rng(14), 2)

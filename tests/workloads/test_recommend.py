@@ -35,6 +35,12 @@ def test_leave_out_holds_out_a_share_of_every_user() -> None:
     assert np.all(held[busy] == np.floor(0.2 * per_user[busy]))
 
 
+def test_power_law_fits_fewer_items_than_taste_groups() -> None:
+    d = interactions.power_law(50, 10, 400, seed=1)
+    assert d.items == 10 and d.train.shape[1] + d.test.shape[1] > 0
+    assert d.train[1].max() < 10
+
+
 def test_ranking_metrics_on_a_hand_made_case() -> None:
     d = interactions.Interactions(
         "hand", 1, 6, np.array([[0], [0]], np.int32), np.array([[0, 0], [3, 5]], np.int32)

@@ -83,7 +83,7 @@ def power_law(
     """Synthetic interactions with power-law user activity and item popularity (Zipf-like
     with `exponent`), and a low-rank taste structure so that held-out items are predictable:
     users and items get one of 32 hidden groups, and most of a user's items come from their
-    group's favourites."""
+    group's favourites (a group without items leaves its users to popularity)."""
     if users < 2 or items < 2 or interactions < users:
         raise EinrelError("power_law: need at least 2 users and items, and an interaction a user")
     rng = np.random.default_rng(seed)
@@ -99,6 +99,8 @@ def power_law(
     for g in range(groups):
         pick = own & (ug[u] == g)
         members = by_group[g]
+        if members.size == 0:
+            continue
         w = pop[members] / pop[members].sum()
         i[pick] = rng.choice(members, int(pick.sum()), p=w)
     return leave_out(f"powerlaw{users}", u, i, users, items, share, seed + 1)
