@@ -181,6 +181,25 @@ def test_a_skewed_feed_fits_its_plan_once_relabeled() -> None:
     np.testing.assert_allclose(prog({"A": feed, "H": h}), want, rtol=1e-5, atol=1e-6)
 
 
+def test_a_relation_fed_again_follows_labels_dealt_with_a_changing_one() -> None:
+    """A key class dealt from two relations is dealt anew every run; a relation fed the same
+    object again must be mapped with the new labels, not the ones it was first mapped with."""
+    rng = np.random.default_rng(5)
+    n = 40
+    G = er.relation("G", keys={"u": n, "v": n}, nnz=200)
+    B = er.relation("B", keys={"t": 8, "u": n}, nnz=8)
+    H = er.input("H", (n, 3))
+    Z = er.einsum("tu,ud->td", B, er.einsum("uv,vd->ud", G, H))
+    prog = er.compile(Z, devices=er.cpu(2), relabel=True)
+    graph = er.coo(np.unique(rng.integers(0, n, (2, 200)), axis=1), shape=(n, n))
+    h = rng.standard_normal((n, 3)).astype(np.float32)
+    for _ in range(3):
+        batch = er.coo(np.stack([np.arange(8), rng.zipf(1.5, 8) % n]), shape=(8, n))
+        feeds = {"G": graph, "B": batch, "H": h}
+        np.testing.assert_allclose(prog(feeds), er.evaluate(Z, feeds), rtol=1e-5, atol=1e-6)
+    prog.close()
+
+
 def test_relabeling_refuses_keys_that_positions_read() -> None:
     A = er.relation("A", keys={"u": 10, "v": 10}, nnz=20)
     H = er.input("H", (10, 3))

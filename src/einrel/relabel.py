@@ -57,7 +57,7 @@ class Relabeling:
         first relation's feed, so a feed given again is not dealt again)."""
         out = []
         for c in self.classes:
-            if len({name for name, _ in c.keys}) > 1:  # dealt from several feeds: every run
+            if len(_dealt_from(c)) > 1:  # dealt from several feeds: every run
                 out.append(_deal(c, feeds))
             else:
                 out.append(cached(feeds[c.keys[0][0]], ("relabel", c), partial(_deal, c, feeds)))
@@ -71,11 +71,14 @@ class Relabeling:
         olds = [np.argsort(new).astype(new.dtype) for new in labels]
         out = dict(inputs)
         for name, i in rel.items():
-            dims = [
-                (j, lab) for c, lab in zip(self.classes, labels) for r, j in c.keys if r == name
-            ]
-            if dims:
+            mine = [(c, lab) for c, lab in zip(self.classes, labels) if name in _dealt_from(c)]
+            dims = [(j, lab) for c, lab in mine for r, j in c.keys if r == name]
+            if not dims:
+                continue
+            if all(_dealt_from(c) == {name} for c, _ in mine):  # labels follow from this feed
                 out[i] = cached(inputs[i], ("relabeled", self), partial(_map, inputs[i], dims))
+            else:  # labels dealt from other feeds too: they may differ from run to run
+                out[i] = _map(inputs[i], dims)
         for c, old in zip(self.classes, olds):
             for i, d in c.inputs:
                 out[i] = np.take(out[i], old, axis=d)  # new row k is old row old[k]
@@ -94,6 +97,10 @@ class Relabeling:
                 else:
                     outs[k] = np.take(x, new, axis=d)  # old key i sits at new[i]
         return outs
+
+
+def _dealt_from(c: KeyClass) -> set[str]:
+    return {name for name, _ in c.keys}
 
 
 def _map(feed: Coo, dims: Sequence[tuple[int, np.ndarray]]) -> Coo:

@@ -32,14 +32,13 @@ from typing import Any
 import numpy as np
 
 from .. import frontend as F
-from ..devices import Devices, cpu
+from ..devices import Devices
 from ..errors import EinrelError
-from ..frontend import optim
 from ..frontend.autodiff import grad
 from ..frontend.relation import coo, relation
 from ..frontend.tensor import Tensor
 from .interactions import Interactions
-from .training import History, fit
+from .training import History, Stepper, fit, make_optimizer
 
 LOSSES = ("bpr", "ssm", "simce")
 
@@ -116,12 +115,7 @@ def build(data: Interactions, cfg: RecConfig) -> RecModel:
     present = F.einsum("tui->t", pos)
     loss = F.einsum("t,t->", per, present) / F.einsum("t->", present)
     params = [P, Q]
-    lr = F.var("lr")
-    opt: Any = (
-        optim.Adam(lr=lr, weight_decay=cfg.weight_decay)
-        if cfg.optimizer == "adam"
-        else optim.SGD(lr=lr, weight_decay=cfg.weight_decay)
-    )
+    opt = make_optimizer(cfg.optimizer, F.var("lr"), cfg.weight_decay)
     upd = opt.update(params, grad(loss, params))
     return RecModel(cfg, data, loss, upd, users, items, params)
 
@@ -209,35 +203,26 @@ class Trainer:
         eval_limit: int = 10_000,
         compile_options: Mapping[str, Any] | None = None,
     ) -> None:
-        import time
-
         from ..program import compile as compile_
 
         self.data, self.cfg = data, cfg
         self.model = model = build(data, cfg)
-        devs = devices if devices is not None else cpu(2)
-        opts = {"progress": False, **(compile_options or {})}
-        t0 = time.perf_counter()
-        self.prog = compile_(model.train_outputs, devices=devs, **opts)
-        outs = [model.users, model.items]
-        self.embed = compile_(outs, devices=devs, **opts) if cfg.layers else None
-        self.compile_s = time.perf_counter() - t0
-        self.feeds: dict[str, Any] = {**init_params(data, cfg.dim, seed)}
-        self.feeds.update(model.update.init_state())
+        params = {**init_params(data, cfg.dim, seed)}
         if cfg.layers:
-            self.feeds["R"] = graph_feed(data)
+            params["R"] = graph_feed(data)
+        self.stepper = Stepper(
+            model.train_outputs, model.update, params, cfg.lr, devices, compile_options
+        )
+        self.feeds = self.stepper.feeds
+        opts = {"progress": False, **(compile_options or {})}
+        outs = [model.users, model.items]
+        self.embed = compile_(outs, devices=self.stepper.devices, **opts) if cfg.layers else None
+        self.compile_s = self.stepper.compile_s
         self.rng = np.random.default_rng(seed + 1)
         self.users = eval_users(data, eval_limit, seed + 2)
-        self.done = 0
 
     def step(self, pairs: np.ndarray) -> float:
-        upd = self.model.update
-        self.done += 1
-        batch = batch_feeds(pairs, self.cfg, self.data.items, self.rng)
-        run = {**self.feeds, **batch, "lr": self.cfg.lr, **upd.variables(self.done)}
-        loss, *new = self.prog(run)
-        self.feeds.update(upd.next_feeds(new))
-        return float(loss)
+        return self.stepper.step(batch_feeds(pairs, self.cfg, self.data.items, self.rng))
 
     def epoch(self, e: int = 0) -> float:
         order = self.rng.permutation(self.data.train.shape[1])
@@ -257,7 +242,7 @@ class Trainer:
         return evaluate(ue, ie, self.data, self.users)
 
     def close(self) -> None:
-        self.prog.close()
+        self.stepper.close()
         if self.embed is not None:
             self.embed.close()
 

@@ -4,10 +4,17 @@ metrics per epoch, a progress bar that shows them, and a plot of the curves."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from ..devices import Devices, cpu
+from ..errors import EinrelError
+from ..frontend import optim
+from ..frontend.tensor import Tensor
 
 
 @dataclass
@@ -43,6 +50,54 @@ class History:
             "measured": self.measured,
             "metrics": self.metrics,
         }
+
+
+def make_optimizer(name: str, lr: Any, weight_decay: float = 0.0) -> Any:
+    """`er.optim.Adam` or `er.optim.SGD` by name, at rate `lr` (a number or an `er.var`)."""
+    table = {"adam": optim.Adam, "sgd": optim.SGD}
+    if name not in table:
+        raise EinrelError(f"unknown optimizer {name!r}; expected one of {sorted(table)}")
+    return table[name](lr=lr, weight_decay=weight_decay)
+
+
+class Stepper:
+    """A training step compiled once and run every step: it keeps the parameters and the
+    optimiser state between steps and feeds the rate `lr` and the step number.
+
+    Under a memory budget the step's relations are relabeled per feed (`relabel=True`,
+    unless `compile_options` say otherwise): sampled batches draw skewed keys (popular
+    entities, busy users), and a budget plans each block's tuples for an even spread."""
+
+    def __init__(
+        self,
+        outputs: Sequence[Tensor],
+        update: optim.Update,
+        params: Mapping[str, np.ndarray],
+        lr: float,
+        devices: Devices | None = None,
+        compile_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        from ..program import compile as compile_
+
+        self.update, self.lr, self.done = update, lr, 0
+        t0 = time.perf_counter()
+        self.devices = devices if devices is not None else cpu(2)
+        opts: dict[str, Any] = {"progress": False, "relabel": self.devices.memory is not None}
+        opts.update(compile_options or {})
+        self.program = compile_(list(outputs), devices=self.devices, **opts)
+        self.compile_s = time.perf_counter() - t0
+        self.feeds: dict[str, Any] = {**params, **update.init_state()}
+
+    def step(self, batch: Mapping[str, Any]) -> float:
+        """One update on `batch` (the step's own feeds); returns the loss (the first output)."""
+        self.done += 1
+        run = {**self.feeds, **batch, "lr": self.lr, **self.update.variables(self.done)}
+        loss, *new = self.program(run)
+        self.feeds.update(self.update.next_feeds(new))
+        return float(loss)
+
+    def close(self) -> None:
+        self.program.close()
 
 
 def fit(
