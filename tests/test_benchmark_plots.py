@@ -159,3 +159,55 @@ def test_gcn_benchmark_worker_trains_and_the_plot_draws(
     gcn.plot(doc, path)
     width, height = _png_size(path)
     assert width > 600 and height > 250
+
+
+def _history(metrics: dict[str, float]) -> dict[str, Any]:
+    return {"epochs": [1, 2], "loss": [1.0, 0.5], "seconds": [1.0, 1.0], "measured": [2],
+            "metrics": {k: [v] for k, v in metrics.items()}}  # fmt: skip
+
+
+def test_recommend_plot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    rec = _load("recommend", monkeypatch)
+    m = {"recall@20": 0.2, "ndcg@20": 0.1}
+    run = {"history": _history(m), "metrics": m, "epoch_s": 1.0}
+    doc = {
+        "quality_data": "ml",
+        "quality": {"mf bpr": {"einrel": run, "torch": run}},
+        "speed": {"bpr": {"einrel": {"epoch_s": 1.0}, "torch": {"epoch_s": 1.2}}},
+    }
+    rec.plot(doc, tmp_path / "r.png")
+    assert _png_size(tmp_path / "r.png")[0] > 600
+
+
+def test_kge_plot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    kge = _load("kge", monkeypatch)
+    run = {"metrics": {"mrr": 0.5}, "triples_per_s": 1e5}
+    doc = {
+        "quality": {"transe nations": {"einrel": run, "pykeen": run}},
+        "scale": {"transe": {"einrel": {"triples_per_s": 2e5}, "pykeen": {"triples_per_s": 1e5}}},
+        "scale_data": "synthetic",
+    }
+    kge.plot(doc, tmp_path / "k.png")
+    assert _png_size(tmp_path / "k.png")[0] > 600
+
+
+def test_xc_peer_trains_the_same_weights_and_the_plot_draws(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """benchmarks/xc.py's torch model is the einrel model: from the same weights on the same
+    batches both reach the same weights and precision; then the plot draws their runs."""
+    import numpy as np
+
+    from einrel.workloads import labels
+    from einrel.workloads.xc import XCConfig
+
+    xc = _load("xc", monkeypatch)
+    d = labels.synthetic(1200, 200, 512, seed=3)
+    cfg = XCConfig(hashes=2, buckets=40, hidden=8, batch=256, lr=1e-2)
+    runs = {s: xc.run(s, d, cfg, 2, 0, 100) for s in ("einrel", "torch")}
+    assert runs["einrel"]["metrics"] == pytest.approx(runs["torch"]["metrics"], abs=0.011)
+    loss = [r["history"]["loss"] for r in runs.values()]
+    np.testing.assert_allclose(loss[0], loss[1], rtol=1e-4)
+    doc = {"runs": {"L=200 mlh": {"systems": runs}}}
+    xc.plot(doc, tmp_path / "x.png")
+    assert _png_size(tmp_path / "x.png")[0] > 600

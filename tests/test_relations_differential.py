@@ -6,6 +6,7 @@ reference, relation outputs in the source's tuple order."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,24 @@ PARTITIONERS = ("eindecomp", "data-parallel", "model-parallel", "largest-dim", "
 
 def values(x: object) -> np.ndarray:
     return x.values if isinstance(x, er.Coo) else np.asarray(x)
+
+
+def another_structure(feeds: dict, seed: int) -> dict:
+    """The feeds with a different structure of R within its nnz: a random part of its
+    tuples, in a new order (negative sampling feeds a compiled program like this)."""
+    r = feeds["R"]
+    rng = np.random.default_rng(seed)
+    keep = rng.permutation(r.nnz)[: rng.integers(0, r.nnz + 1)]
+    return {**feeds, "R": er.coo(np.asarray(r.indices)[:, keep], r.values[keep], shape=r.shape)}
+
+
+def run_both(prog: Any, outs: list, b: Any, seed: int) -> None:
+    """Run twice on the case's feeds, then on another structure: each equals the reference."""
+    want = er.evaluate(outs, b.feeds, strict=False)
+    same(prog(b.feeds, strict=False), want)
+    same(prog(b.feeds, strict=False), want)
+    other = another_structure(b.feeds, seed)
+    same(prog(other, strict=False), er.evaluate(outs, other, strict=False))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -54,27 +73,27 @@ def same(got: list, want: list) -> None:
     st.sampled_from(PARTITIONERS),
     st.sampled_from(PLACERS),
     st.booleans(),
+    st.booleans(),
 )
 def test_compiled_relation_programs_equal_the_reference(
-    case: RelCase, ndev: int, partitioner: str, placer: str, fuse: bool
+    case: RelCase, ndev: int, partitioner: str, placer: str, fuse: bool, relabel: bool
 ) -> None:
     """Blocks (relations cut by key ranges, co-partitioned with the dense operands) on every
-    partitioner: the block interpreter and the engine, run twice, equal the reference."""
+    partitioner, keys relabeled or not: the block interpreter, and the engine run twice and
+    on another structure, equal the reference."""
     b = build(case)
     outs = [*b.outputs, *er.grad(b.loss, b.targets)]
     want = er.evaluate(outs, b.feeds, strict=False)
-    prog = er.compile(
-        outs,
-        devices=er.cpu(ndev),
-        partitioner=partitioner,
-        placer=placer,
-        fuse=fuse,
-        progress=False,
-    )
+    opts = {"partitioner": partitioner, "placer": placer, "fuse": fuse, "relabel": relabel}
     try:
-        same(interpret_tasks(prog.plan.tasks, b.feeds, strict=False), want)
-        same(prog(b.feeds, strict=False), want)
-        same(prog(b.feeds, strict=False), want)
+        prog = er.compile(outs, devices=er.cpu(ndev), progress=False, **opts)
+    except er.CompileError as e:
+        assert relabel and "relabel" in str(e)  # a key that positions read: refused, clearly
+        return
+    try:
+        if not relabel:  # the block interpreter reads the feeds in their own labels
+            same(interpret_tasks(prog.plan.tasks, b.feeds, strict=False), want)
+        run_both(prog, outs, b, case.seed)
     finally:
         prog.close()
 
@@ -86,9 +105,10 @@ def test_compiled_relation_programs_equal_the_reference(
     st.sampled_from(PARTITIONERS),
     st.floats(0.3, 1.2),
     st.integers(0, 2**16),
+    st.booleans(),
 )
 def test_memory_planned_relation_programs_equal_the_reference(
-    case: RelCase, ndev: int, partitioner: str, fraction: float, seed: int
+    case: RelCase, ndev: int, partitioner: str, fraction: float, seed: int, relabel: bool
 ) -> None:
     """Relation blocks under a budget from below the unrefined plan's smallest (the compiler
     refines) to above its unconstrained peak: the memory interpreter on a random order of the
@@ -109,16 +129,23 @@ def test_memory_planned_relation_programs_equal_the_reference(
     free.close()
     try:
         prog = er.compile(
-            outs, devices=er.cpu(ndev, memory=budget), partitioner=partitioner, progress=False
+            outs,
+            devices=er.cpu(ndev, memory=budget),
+            partitioner=partitioner,
+            progress=False,
+            relabel=relabel,
         )
     except er.MemoryBudgetError:
         return  # a budget below what the finest split needs is refused, clearly
+    except er.CompileError as e:
+        assert relabel and "relabel" in str(e)
+        return
     try:
         mg = prog.plan.memgraph
         order = random_linear_extension(mg, random.Random(seed))
-        same(interpret_memory(mg, b.feeds, order, strict=False), want)
-        same(prog(b.feeds, strict=False), want)
-        same(prog(b.feeds, strict=False), want)
+        if not relabel:
+            same(interpret_memory(mg, b.feeds, order, strict=False), want)
+        run_both(prog, outs, b, seed)
         assert max(prog.report.peak_bytes.values()) <= budget
     finally:
         prog.close()

@@ -41,12 +41,15 @@ def test_demo_fails_loudly_on_a_wrong_result(monkeypatch: pytest.MonkeyPatch) ->
     assert "FAIL" in res.output
 
 
-def test_relational_demo_checks_gradients_trains_and_draws(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "workload", ["gcn", *(pytest.param(w, marks=pytest.mark.slow) for w in ("mf", "kge", "xc"))]
+)
+def test_relational_demo_checks_gradients_trains_and_draws(workload: str, tmp_path: Path) -> None:
     trace = tmp_path / "out" / "demo_trace.json"
-    res = runner.invoke(app, ["demo", "--workload", "gcn", "-n", "2", "--trace", str(trace)])
+    res = runner.invoke(app, ["demo", "--workload", workload, "-n", "2", "--trace", str(trace)])
     assert res.exit_code == 0, res.output
     assert "vs torch autograd (float64)" in res.output and "PASSED" in res.output
-    assert (tmp_path / "out" / "gcn_curves.png").stat().st_size > 0
+    assert (tmp_path / "out" / f"{workload}_curves.png").stat().st_size > 0
 
 
 def test_relational_demo_fails_loudly_and_refuses_unknown_workloads(

@@ -251,6 +251,31 @@ def test_recommendation_trains_to_the_same_embeddings_on_ray(cluster: Any) -> No
         np.testing.assert_allclose(runs[1].params[k], runs[0].params[k], rtol=1e-5, atol=1e-7)
 
 
+def test_knowledge_graph_embeddings_train_the_same_on_ray(cluster: Any) -> None:
+    from einrel.workloads import kge, triples
+
+    d = triples.synthetic(300, 6, 4000, groups=8, seed=1)
+    cfg = kge.KGEConfig(model="transe", dim=8, batch=512, negatives=2)
+    runs = [
+        kge.train(d, cfg, 2, dev, progress=False, eval_limit=20) for dev in (er.cpu(2), er.ray(2))
+    ]
+    for k in ("E", "R"):
+        np.testing.assert_allclose(runs[1].params[k], runs[0].params[k], rtol=1e-5, atol=1e-7)
+
+
+def test_label_hashing_trains_the_same_on_ray(cluster: Any) -> None:
+    from einrel.workloads import labels, xc
+
+    d = labels.synthetic(1500, 300, 1024, seed=1)
+    cfg = xc.XCConfig(hashes=2, buckets=32, hidden=8, batch=256, lr=1e-2)
+    runs = [
+        xc.train(d, cfg, 2, dev, progress=False, eval_limit=50) for dev in (er.cpu(2), er.ray(2))
+    ]
+    for k in xc.PARAMS:
+        np.testing.assert_allclose(runs[1].params[k], runs[0].params[k], rtol=1e-5, atol=1e-7)
+    assert runs[1].metrics == runs[0].metrics
+
+
 def test_memory_budget_is_reserved_per_actor(cluster: Any) -> None:
     graph, feeds = random_program(np.random.default_rng(13))
     tg = random_placed(graph, np.random.default_rng(14), 2)

@@ -101,13 +101,14 @@ def demo(
         str,
         typer.Option(
             help="llama: the LLaMA-block step; gcn (a graph convolutional network on a block "
-            "model) or mf (matrix factorisation with SimCE): a relational workload, its "
-            "gradients checked and a minute of training."
+            "model), mf (matrix factorisation with SimCE), kge (TransE knowledge-graph "
+            "embeddings) or xc (extreme classification with label hashing): a relational "
+            "workload, its gradients checked and under a minute of training."
         ),
     ] = "llama",
 ) -> None:
     """Decompose, place and run one LLaMA-block training step; check it, explain it, time it.
-    With --workload gcn: check and train a relational workload instead."""
+    With --workload gcn|mf|kge|xc: check and train a relational workload instead."""
     from ..demos.demo import SIZES, grad_check
     from ..demos.demo import demo as run
     from ..demos.relational import DEMOS, relational_demo

@@ -129,6 +129,72 @@ def mf_train(devices: int, seed: int, progress: bool) -> Any:
     return rec.train(d, cfg, 10, devices=cpu(devices), seed=seed, progress=progress, every=2)
 
 
+def _compiled_and_reference(outs: list[Any], feeds: dict[str, Any], devices: int) -> tuple:
+    from .. import compile as er_compile
+    from ..devices import cpu
+
+    prog = er_compile(outs, devices=cpu(devices), progress=False)
+    try:
+        got = prog(feeds)
+    finally:
+        prog.close()
+    return got, evaluate(outs, feeds)
+
+
+def kge_check(devices: int, seed: int) -> tuple[list[Any], list[Any], list[Any], list[str]]:
+    """TransE on a small synthetic triple set: one step's loss and gradients."""
+    from ..frontend.autodiff import grad
+    from ..workloads import kge, triples
+
+    d = triples.synthetic(2000, 20, 20000, seed=seed)
+    cfg = kge.KGEConfig(model="transe", dim=16, batch=512, negatives=4)
+    model = kge.build(d.entities, d.relations, cfg)
+    params = kge.init_params(d.entities, d.relations, cfg.dim, seed)
+    rng = np.random.default_rng(seed)
+    feeds = {**params, **kge.batch_feeds(d.train[:, :500], d.entities, cfg.negatives, rng)}
+    got, ref = _compiled_and_reference(
+        [model.loss, *grad(model.loss, model.params)], feeds, devices
+    )
+    return got, ref, kge.torch_twin(cfg, feeds, params), ["loss", "dE", "dR"]
+
+
+def kge_train(devices: int, seed: int, progress: bool) -> Any:
+    from ..devices import cpu
+    from ..workloads import kge, triples
+
+    d = triples.synthetic(5000, 20, 100_000, seed=seed)
+    cfg = kge.KGEConfig(model="transe", dim=32, batch=2048, negatives=4, lr=1e-2)
+    return kge.train(d, cfg, 10, cpu(devices), seed, progress, every=2, eval_limit=500)
+
+
+def xc_check(devices: int, seed: int) -> tuple[list[Any], list[Any], list[Any], list[str]]:
+    """Label hashing on a small multi-label set: loss, gradients and every label's score."""
+    from ..frontend.autodiff import grad
+    from ..workloads import labels, xc
+
+    d = labels.synthetic(2000, 1000, 4096, seed=seed)
+    cfg = xc.XCConfig(hashes=4, buckets=50, hidden=16, batch=128)
+    model = xc.build(d, cfg)
+    params = xc.init_params(d, cfg, seed)
+    hashes = labels.label_hashes(d.labels, cfg.hashes, cfg.buckets, cfg.seed)
+    rows = d.train.take(np.arange(cfg.batch))
+    feeds = {**params, "X": xc.features_feed(rows), "T": xc.targets_feed(rows, hashes),
+             "H": xc.hash_feed(hashes)}  # fmt: skip
+    outs = [model.loss, *grad(model.loss, model.params), model.scores]
+    got, ref = _compiled_and_reference(outs, feeds, devices)
+    want = xc.torch_twin(d, cfg, rows, params, hashes)
+    return got, ref, want, ["loss", *(f"d{k}" for k in xc.PARAMS), "scores"]
+
+
+def xc_train(devices: int, seed: int, progress: bool) -> Any:
+    from ..devices import cpu
+    from ..workloads import labels, xc
+
+    d = labels.synthetic(20000, 5000, 2**14, seed=seed)
+    cfg = xc.XCConfig(hashes=4, buckets=250, hidden=64, batch=512, lr=1e-2)
+    return xc.train(d, cfg, 6, cpu(devices), seed, progress, every=2)
+
+
 DEMOS = {
     "gcn": RelationalDemo("GCN on a 5000-node block model", gcn_check, gcn_train, "test"),
     "mf": RelationalDemo(
@@ -137,6 +203,18 @@ DEMOS = {
         mf_check,
         mf_train,
         "recall@20",
+    ),
+    "kge": RelationalDemo(
+        "TransE on 5000 entities x 20 relations (synthetic, 10^5 triples)",
+        kge_check,
+        kge_train,
+        "mrr",
+    ),
+    "xc": RelationalDemo(
+        "extreme classification of 5000 labels hashed 4 x 250 (synthetic, 20000 examples)",
+        xc_check,
+        xc_train,
+        "p@1",
     ),
 }
 

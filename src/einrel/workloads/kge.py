@@ -157,6 +157,27 @@ def evaluate(
     return rank_metrics(filtered_ranks(scorer(model, E, R), data, triples, chunk))
 
 
+def torch_twin(cfg: KGEConfig, feeds: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> list:
+    """The loss and the gradients of E and R written in float64 torch from the definitions
+    (the demo and the tests check the compiled step against it)."""
+    import torch
+
+    E, R = (torch.tensor(params[k], dtype=torch.float64, requires_grad=True) for k in "ER")
+    pos = torch.from_numpy(feeds["T"].indices.astype(np.int64))
+    neg = torch.from_numpy(feeds["N"].indices.astype(np.int64))
+
+    def score(h: Any, r: Any, o: Any) -> Any:
+        if cfg.model == "distmult":
+            return (E[h] * R[r] * E[o]).sum(-1)
+        return -(E[h] + R[r] - E[o]).abs().sum(-1)
+
+    sp = score(pos[1], pos[2], pos[3])
+    sn = score(neg[2], neg[3], neg[4]).view(-1, cfg.negatives)
+    loss = torch.relu(cfg.margin - sp[:, None] + sn).mean()
+    loss.backward()
+    return [float(loss.detach()), E.grad.numpy(), R.grad.numpy()]
+
+
 @dataclass
 class Trained:
     """A finished training run: its history, final embeddings and held-out metrics."""
