@@ -34,6 +34,7 @@ from ..frontend.autodiff import grad
 from ..frontend.relation import coo, relation
 from ..frontend.tensor import Tensor
 from .training import History, Stepper, fit, make_optimizer
+from .training import torch_grad as _grad
 from .triples import Triples, filtered_ranks, rank_metrics
 
 MODELS = ("transe", "distmult")
@@ -175,7 +176,7 @@ def torch_twin(cfg: KGEConfig, feeds: Mapping[str, Any], params: Mapping[str, np
     sn = score(neg[2], neg[3], neg[4]).view(-1, cfg.negatives)
     loss = torch.relu(cfg.margin - sp[:, None] + sn).mean()
     loss.backward()
-    return [float(loss.detach()), E.grad.numpy(), R.grad.numpy()]
+    return [float(loss.detach()), _grad(E), _grad(R)]
 
 
 @dataclass

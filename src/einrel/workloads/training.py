@@ -100,6 +100,12 @@ class Stepper:
         self.program.close()
 
 
+def torch_grad(t: Any) -> np.ndarray:
+    """A torch leaf's gradient as numpy, for the workloads' torch twins (zeros where nothing
+    depended on the leaf, as einrel's gradients are)."""
+    return np.zeros(tuple(t.shape)) if t.grad is None else t.grad.numpy()
+
+
 def fit(
     title: str,
     epochs: int,

@@ -33,6 +33,7 @@ from ..frontend.relation import coo, relation
 from ..frontend.tensor import Tensor
 from .labels import MultiLabel, Rows, label_hashes, precision_at
 from .training import History, Stepper, fit, make_optimizer
+from .training import torch_grad as _grad
 
 PARAMS = ("W1", "b1", "W2", "b2")
 
@@ -168,7 +169,7 @@ def torch_twin(
     h = torch.relu(x @ p["W1"] + p["b1"])
     z = torch.einsum("nh,hrb->nrb", h, p["W2"]) + p["b2"]
     logp = torch.log_softmax(z, -1)
-    loss = 0.0
+    loss: Any = torch.zeros((), dtype=torch.float64)
     for n in range(rows.n):
         ys = rows.y_idx[rows.y_ptr[n] : rows.y_ptr[n + 1]]
         for r in range(cfg.hashes):
@@ -177,7 +178,7 @@ def torch_twin(
     loss.backward()
     probs = torch.softmax(z, -1).detach().numpy()
     scores = probs[:, np.arange(cfg.hashes)[:, None], hashes].mean(1)  # (n, labels)
-    return [float(loss.detach()), *(p[k].grad.numpy() for k in PARAMS), scores]
+    return [float(loss.detach()), *(_grad(p[k]) for k in PARAMS), scores]
 
 
 @dataclass
