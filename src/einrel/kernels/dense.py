@@ -32,13 +32,15 @@ def einsum(
 ) -> np.ndarray:
     """Evaluate an extended einsum; returns an array of `dtype`'s storage dtype.
 
-    With `out` (C-contiguous, the output shape, the storage dtype, overlapping no input) the
-    result is written there and `out` is returned. When the storage dtype is the compute dtype
-    the kernels write straight into it, which saves a pass over the result: an arena-backed
-    engine would otherwise copy every block it computes once more."""
+    With `out` (the output shape, the storage dtype, overlapping no input; a strided window
+    of a larger array too) the result is written there and `out` is returned. When the
+    storage dtype is the compute dtype the kernels write straight into it (BLAS only into a
+    C-contiguous one), which saves a pass over the result: an engine would otherwise copy
+    every block it computes once more."""
     cdt = compute_dtype(dtype)
     arrays = [np.asarray(a, dtype=cdt) for a in arrays]
-    direct = out if out is not None and out.dtype == cdt and out.flags.c_contiguous else None
+    same = out if out is not None and out.dtype == cdt else None  # numpy ufuncs take strides
+    direct = same if same is not None and same.flags.c_contiguous else None
     init = None
     if op.init:  # Z = x0 + the sum of the body over the other operands
         init, arrays, op = arrays[0], arrays[1:], op.body
@@ -58,10 +60,10 @@ def einsum(
         op.agg,
         variables,
         cdt,
-        direct,
+        same,
     )
     if init is not None:
-        res = np.add(res, init, out=res if res is direct or _owned(res, cdt) else None)
+        res = np.add(res, init, out=res if res is same or _owned(res, cdt) else None)
     return _deliver(res, dtype, out)
 
 

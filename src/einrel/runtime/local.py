@@ -110,8 +110,9 @@ def output_places(
     tg: TaskGraph, inputs: Mapping[int, Any]
 ) -> tuple[dict[int, Any], dict[int, np.ndarray]]:
     """The graph outputs whose blocks the kernels can write straight into one new array (each
-    block computed by its own task into a C-contiguous window of it: cuts of the leading
-    dims), and those windows by task, so no output is copied once more to be assembled.
+    block computed by its own task into a window of it: C-contiguous, or any window for the
+    dense einsum rule, which writes strided windows with numpy), and those windows by task,
+    so no output is copied once more, by one thread, to be assembled.
 
     A relation output on its feed's keys gets one array of values for all its tuples, and each
     of its blocks (given that whole array) writes its values at its positions when they are a
@@ -143,7 +144,7 @@ def output_places(
             view = (
                 out[tuple(slice(o, o + s) for o, s in zip(off, tg.tasks[t].shape))] if off else out
             )
-            if not view.flags.c_contiguous:
+            if not view.flags.c_contiguous and tg.tasks[t].kind != "apply":
                 break
             views[t] = view
         else:
