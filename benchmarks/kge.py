@@ -152,8 +152,9 @@ def scale(data: Any, cfg: Any, steps: int, rounds: int, seed: int) -> dict[str, 
             tf = CoreTriplesFactory(
                 torch.from_numpy(part.T.astype(np.int64)), data.entities, data.relations
             )
-            loop.train(tf, num_epochs=1, batch_size=cfg.batch, use_tqdm=False,
-                       use_tqdm_batch=False, continue_training=k > 0)  # fmt: skip
+            losses = loop.train(tf, num_epochs=k + 1, batch_size=cfg.batch, use_tqdm=False,
+                                use_tqdm_batch=False, continue_training=k > 0)  # fmt: skip
+            assert losses is not None and len(losses) == k + 1  # one more epoch was trained
             t2 = time.perf_counter()
             if k:
                 times["einrel"].append(n / (t1 - t0))
