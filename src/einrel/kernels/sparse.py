@@ -61,6 +61,9 @@ def sparse_einsum(
     raise AssertionError("the chunked rule takes every einsum")  # pragma: no cover
 
 
+USED_ROWS_SHARE = 4  # gather a strided operand's used rows when it has 4x more rows than tuples
+
+
 # --- the CSR rule --------------------------------------------------------------------------------
 def _spmm_shape(sp: SparseEinsum, args: Sequence[Any]) -> tuple[int, int, int] | None:
     """(dense operand, gathered key dim, output key dim) when `sp` is a CSR product."""
@@ -130,8 +133,13 @@ def _spmm(
     labs = op.inputs[j]
     key = next(lab for lab in labs if lab in sp.keys)
     rest = "".join(lab for lab in labs if lab != key)
-    x = np.asarray(args[j], dtype=cdt)
-    x = np.ascontiguousarray(np.transpose(x, [labs.index(c) for c in key + rest]))
+    x = np.transpose(np.asarray(args[j], dtype=cdt), [labs.index(c) for c in key + rest])
+    if not x.flags.c_contiguous and USED_ROWS_SHARE * first.nnz < x.shape[0]:
+        # A strided block (a column cut of a table) read at few rows: gather the rows the
+        # tuples read rather than copy the whole block to make it contiguous.
+        used, local = np.unique(col.numpy(), return_inverse=True)
+        x, col = np.take(x, used, axis=0), torch.from_numpy(local.astype(col.numpy().dtype))
+    x = np.ascontiguousarray(x)
     x2 = torch.from_numpy(x.reshape(x.shape[0], -1))
     rows, width = first.shape[s], x2.shape[1]
     order = next(lab for lab in op.output if lab in sp.keys) + rest
@@ -303,8 +311,12 @@ def _chunk_einsum(
 
 def _gather(a: np.ndarray, keys: Sequence[np.ndarray]) -> np.ndarray:
     """The rows of `a` at `keys` (one index array per leading dim): `np.take` on a flat view
-    where one exists, several times faster than fancy indexing on random rows."""
+    where one exists, several times faster than fancy indexing on random rows. A strided `a`
+    (a column block of a table) read at fewer rows than it has is indexed: `np.take` would
+    first copy all of it."""
     if len(keys) == 1:
+        if not a.flags.c_contiguous and 2 * keys[0].size < a.shape[0]:
+            return a[keys[0]]
         return np.take(a, keys[0], axis=0)
     lead = a.shape[: len(keys)]
     if a.flags.c_contiguous:
