@@ -175,6 +175,14 @@ def write(name: str, doc: dict[str, Any]) -> Path:
     return path
 
 
+def finish(name: str, doc: dict[str, Any], plot: Callable[[dict[str, Any], Path], Any]) -> Path:
+    """Write the results JSON and its PNG (drawn by `plot`), and say where they are."""
+    out = write(name, doc)
+    plot(doc, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return out
+
+
 def bar_plot(
     path: Path,
     title: str,

@@ -278,9 +278,7 @@ def main() -> None:
         },
     }  # fmt: skip
     print(json.dumps(doc["verdict"], indent=1), file=sys.stderr)
-    out = common.write(name, doc)
-    plot(doc, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    common.finish(name, doc, plot)
 
 
 if __name__ == "__main__":

@@ -273,9 +273,7 @@ def main() -> None:
         },
     }
     print(json.dumps(doc["verdict"]), file=sys.stderr)
-    out = common.write(name, doc)
-    plot(doc, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    common.finish(name, doc, plot)
 
 
 if __name__ == "__main__":

@@ -388,9 +388,7 @@ def main() -> None:
             doc["shapes"][task] = f"N={a.nodes:.0e} E={e:.0e} d={a.dim}"
             doc["tasks"][task] = measure(task, data, a, sizes(a.nodes, e, a.dim, task))
             print(json.dumps(doc["tasks"][task]["verdict"]), file=sys.stderr)
-    out = common.write(name, doc)
-    plot(doc, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    common.finish(name, doc, plot)
 
 
 if __name__ == "__main__":

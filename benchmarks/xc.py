@@ -54,6 +54,7 @@ class TorchXC:
             t.from_numpy(rows.x_idx.astype(np.int64)),
             t.from_numpy(rows.x_val),
             (rows.n, self.data.features),
+            check_invariants=False,  # built from sorted, in-range rows
         )
         h = t.relu(t.sparse.mm(x, self.p["W1"]) + self.p["b1"])
         W2 = self.p["W2"]
@@ -219,9 +220,7 @@ def main() -> None:
             "p@5": (mlh["metrics"]["p@5"], full["metrics"]["p@5"]),
         }
     print(json.dumps(doc["verdict"], indent=1), file=sys.stderr)
-    out = common.write(name, doc)
-    plot(doc, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    common.finish(name, doc, plot)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from ..errors import EinrelError
 from ..frontend.autodiff import grad
 from ..frontend.relation import coo, relation
 from ..frontend.tensor import Tensor
-from .training import History, Stepper, fit, make_optimizer
+from .training import Stepper, Trained, make_optimizer, run_trainer
 from .training import torch_grad as _grad
 from .triples import Triples, filtered_ranks, rank_metrics
 
@@ -179,16 +179,6 @@ def torch_twin(cfg: KGEConfig, feeds: Mapping[str, Any], params: Mapping[str, np
     return [float(loss.detach()), _grad(E), _grad(R)]
 
 
-@dataclass
-class Trained:
-    """A finished training run: its history, final embeddings and held-out metrics."""
-
-    history: History
-    params: dict[str, np.ndarray]
-    metrics: dict[str, float]
-    compile_s: float
-
-
 class Trainer:
     """One compiled training step with its feeds: `epoch()` trains on every training triple
     in shuffled batches (the last one shorter), corruptions drawn afresh every step;
@@ -255,9 +245,4 @@ def train(
     """Train for `epochs` passes over the training triples (see `Trainer`), measuring every
     `every` epochs and after the last."""
     t = Trainer(data, cfg, devices, seed, eval_limit, compile_options)
-    try:
-        hist = fit(f"einrel {cfg.model} {data.name}", epochs, t.epoch, t.measure, every, progress)
-    finally:
-        t.close()
-    metrics = {k: v[-1] for k, v in hist.metrics.items()}
-    return Trained(hist, t.params, metrics, t.stepper.compile_s)
+    return run_trainer(t, f"einrel {cfg.model} {data.name}", epochs, every, progress)

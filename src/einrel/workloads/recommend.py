@@ -38,7 +38,7 @@ from ..frontend.autodiff import grad
 from ..frontend.relation import coo, relation
 from ..frontend.tensor import Tensor
 from .interactions import Interactions
-from .training import History, Stepper, fit, make_optimizer
+from .training import Stepper, Trained, make_optimizer, run_trainer
 
 LOSSES = ("bpr", "ssm", "simce")
 
@@ -178,16 +178,6 @@ def eval_users(data: Interactions, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(have, limit, replace=False))
 
 
-@dataclass
-class Trained:
-    """A finished training run: its history, final embeddings and held-out metrics."""
-
-    history: History
-    params: dict[str, np.ndarray]
-    metrics: dict[str, float]
-    compile_s: float
-
-
 class Trainer:
     """One compiled training step (and, for LightGCN, one compiled propagation for the
     metrics) with its feeds: `step(pairs)` trains on a batch, `epoch()` on every pair in
@@ -220,6 +210,10 @@ class Trainer:
         self.compile_s = self.stepper.compile_s
         self.rng = np.random.default_rng(seed + 1)
         self.users = eval_users(data, eval_limit, seed + 2)
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: self.feeds[k] for k in ("P", "Q")}
 
     def step(self, pairs: np.ndarray) -> float:
         return self.stepper.step(batch_feeds(pairs, self.cfg, self.data.items, self.rng))
@@ -262,9 +256,4 @@ def train(
     `every` epochs and after the last."""
     t = Trainer(data, cfg, devices, seed, eval_limit, compile_options)
     title = f"einrel {'lightgcn' if cfg.layers else 'mf'} {cfg.loss} {data.name}"
-    try:
-        hist = fit(title, epochs, t.epoch, t.measure, every, progress)
-    finally:
-        t.close()
-    params = {k: t.feeds[k] for k in ("P", "Q")}
-    return Trained(hist, params, {k: v[-1] for k, v in hist.metrics.items()}, t.compile_s)
+    return run_trainer(t, title, epochs, every, progress)

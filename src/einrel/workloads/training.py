@@ -135,6 +135,28 @@ def fit(
     return hist
 
 
+@dataclass
+class Trained:
+    """A finished training run: its history, final parameters and last held-out metrics."""
+
+    history: History
+    params: dict[str, np.ndarray]
+    metrics: dict[str, float]
+    compile_s: float
+    peak_bytes: int  # the training step's last peak over its devices, summed
+
+
+def run_trainer(trainer: Any, title: str, epochs: int, every: int, progress: bool) -> Trained:
+    """`fit` a workload's trainer (its `epoch`, `measure`, `params`, `stepper`), then close it."""
+    try:
+        hist = fit(title, epochs, trainer.epoch, trainer.measure, every, progress)
+        peak = sum(trainer.stepper.program.report.peak_bytes.values())
+    finally:
+        trainer.close()
+    metrics = {k: v[-1] for k, v in hist.metrics.items()}
+    return Trained(hist, trainer.params, metrics, trainer.stepper.compile_s, peak)
+
+
 def plot_curves(histories: list[History], path: str | Path, title: str = "") -> Path:
     """The loss and every metric per epoch, one panel each, one line per history."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

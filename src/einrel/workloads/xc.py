@@ -32,7 +32,7 @@ from ..frontend.nn import log_softmax, softmax
 from ..frontend.relation import coo, relation
 from ..frontend.tensor import Tensor
 from .labels import MultiLabel, Rows, label_hashes, precision_at
-from .training import History, Stepper, fit, make_optimizer
+from .training import Stepper, Trained, make_optimizer, run_trainer
 from .training import torch_grad as _grad
 
 PARAMS = ("W1", "b1", "W2", "b2")
@@ -181,15 +181,6 @@ def torch_twin(
     return [float(loss.detach()), *(_grad(p[k]) for k in PARAMS), scores]
 
 
-@dataclass
-class Trained:
-    history: History
-    params: dict[str, np.ndarray]
-    metrics: dict[str, float]
-    compile_s: float
-    peak_bytes: int  # the training step's peak over its devices, summed
-
-
 class Trainer:
     """One compiled training step and one compiled scoring program: `epoch()` trains on
     shuffled batches, `measure()` reports precision@1 and @5 on up to `eval_limit` test
@@ -270,10 +261,4 @@ def train(
     """Train for `epochs` passes (see `Trainer`), measuring every `every` epochs and last."""
     t = Trainer(data, cfg, devices, seed, eval_limit, compile_options)
     kind = "softmax" if cfg.hashes == 1 and cfg.buckets == data.labels else "mlh"
-    try:
-        hist = fit(f"einrel xc {kind} {data.name}", epochs, t.epoch, t.measure, every, progress)
-        peak = sum(t.stepper.program.report.peak_bytes.values())
-    finally:
-        t.close()
-    metrics = {k: v[-1] for k, v in hist.metrics.items()}
-    return Trained(hist, t.params, metrics, t.stepper.compile_s, peak)
+    return run_trainer(t, f"einrel xc {kind} {data.name}", epochs, every, progress)
