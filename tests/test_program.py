@@ -392,3 +392,40 @@ def test_graphs_and_plans_as_dot(tmp_path: Any) -> None:
     with pytest.raises(er.EinrelError, match='level must be "tasks" or "nodes"'):
         prog.plan.to_dot("blocks")
     prog.close()
+
+
+@pytest.mark.parametrize("memory", [None, "64KiB"])
+def test_run_writes_outputs_into_given_arrays(memory: str | None) -> None:
+    """`out=` as numpy's: the results land in the given arrays (None: a new one), on the
+    local engine (kernels write there) and the memory engine (copied there)."""
+    x = er.input("x", (64, 32))
+    y, s = er.relu(x) * 2.0, er.sum(x * x)
+    prog = er.compile([y, s], devices=er.cpu(2, memory=memory), progress=False)
+    xv = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    want = prog({"x": xv})
+    into = np.full((64, 32), np.nan, np.float32)
+    got_y, got_s = prog({"x": xv}, out=[into, None])
+    assert got_y is into
+    np.testing.assert_allclose(into, want[0])
+    np.testing.assert_allclose(got_s, want[1], rtol=1e-6)
+    bad = {
+        "count": ([into, None, None], "3 arrays for 2 outputs"),
+        "shape": ([np.empty((32, 64), np.float32), None], "has shape"),
+        "dtype": ([np.empty((64, 32)), None], "has dtype"),
+        "layout": ([np.empty((32, 64), np.float32).T, None], "C-contiguous"),
+        "aliasing": ([xv, None], "shares memory with a feed"),
+    }
+    for arrays, match in bad.values():
+        with pytest.raises(er.EinrelError, match=match):
+            prog({"x": xv}, out=arrays)
+    prog.close()
+
+
+def test_run_refuses_a_relation_output_given_an_array() -> None:
+    A = er.relation("A", keys={"u": 8, "v": 8}, nnz=10)
+    S = er.einsum("uv,u->uv", A, er.input("h", (8,)))
+    prog = er.compile(S, devices=er.cpu(1), progress=False)
+    feeds = {"A": er.coo(np.array([[0, 1], [2, 3]])), "h": np.ones(8, np.float32)}
+    with pytest.raises(er.EinrelError, match="relation output"):
+        prog(feeds, out=[np.empty(2, np.float32)])
+    prog.close()

@@ -25,11 +25,14 @@ from .frontend.reference import bind_feeds, check_output, shape_results
 from .frontend.tensor import Tensor, build_graph
 from .ir.fuse import fuse_elementwise
 from .ir.graph import Graph
+from .ir.relation import support_of
+from .kernels.dtypes import storage_dtype
 from .place.placers import Placer
 from .progress import StepProgress
 from .relabel import plan_relabeling
 from .relations import check_capacities, tuple_counts
 from .runtime.engines import start_engine
+from .runtime.local import LocalEngine
 from .taskgraph.build import build_tasks
 from .taskgraph.interpret import assemble_outputs
 from .taskgraph.ir import TaskGraph
@@ -188,27 +191,68 @@ class Program:
         strict: bool = True,
         cast: bool = False,
         output: str = "numpy",
+        out: Sequence[np.ndarray | None] | None = None,
     ) -> Any:
         """Run on `feeds`; `trace="out.json"` also writes a Chrome trace and `out.png`.
 
         Returns one array when the program was compiled for a single Tensor, else a list in
         the order of the outputs. `strict=False` ignores feeds the graph does not use,
         `cast=True` converts feeds of another numeric dtype, `output="torch"` returns CPU
-        tensors (sharing memory with the arrays). Safe to call from several threads: the runs
-        of one program take turns (each returns its own arrays; `report` describes the last
-        one to finish)."""
+        tensors (sharing memory with the arrays). `out` gives arrays (or None) to write dense
+        outputs into, one per output, as numpy's `out=`: a training loop hands back the
+        parameters of two steps ago, so the new ones reuse their memory (the local engine's
+        kernels write there directly). Safe to call from several threads: the runs of one
+        program take turns (each returns its own arrays; `report` describes the last one to
+        finish)."""
         check_output(output)
         inputs, variables = bind_feeds(self.plan.graph, feeds, strict, cast)
+        given = self._check_out(out, inputs)
         relabeling = self.plan.relabeling
         if relabeling is not None:
             inputs, perms = relabeling.apply(self.plan.graph, inputs)
+            given = {}  # outputs come back permuted: copied into `out` below
         if self.plan.memgraph is not None:
             check_capacities(self.plan.tasks, inputs)
         with self._lock:
-            values = self._run(inputs, variables, trace)
+            values = self._run(inputs, variables, trace, given)
         if relabeling is not None:
             values = relabeling.restore(self.plan.graph, values, perms)
+        for k, arr in enumerate(out or ()):
+            if arr is not None and values[k] is not arr:
+                np.copyto(arr, values[k])
+                values[k] = arr
         return shape_results(values, not self.single, output)
+
+    def _check_out(
+        self, out: Sequence[np.ndarray | None] | None, inputs: Mapping[int, Any]
+    ) -> dict[int, np.ndarray]:
+        """`out` by output position, checked: an EinrelError names what does not fit."""
+        if out is None:
+            return {}
+        graph = self.plan.graph
+        nodes = [graph[i] for i in graph.outputs]
+        if len(out) != len(nodes):
+            raise EinrelError(f"run(out=...): {len(out)} arrays for {len(nodes)} outputs")
+        feeds = [a for a in inputs.values() if isinstance(a, np.ndarray)]
+        given = {}
+        for k, (arr, node) in enumerate(zip(out, nodes, strict=True)):
+            if arr is None:
+                continue
+            want = np.dtype(storage_dtype(node.dtype))
+            problem = (
+                "is a relation output" if support_of(node) is not None
+                else "is not a numpy array" if not isinstance(arr, np.ndarray)
+                else f"has shape {arr.shape}, the output {node.shape}" if arr.shape != node.shape
+                else f"has dtype {arr.dtype}, the output {want}" if arr.dtype != want
+                else "is not a writeable C-contiguous array"
+                if not (arr.flags.c_contiguous and arr.flags.writeable)
+                else "shares memory with a feed" if any(np.may_share_memory(arr, f) for f in feeds)
+                else ""
+            )  # fmt: skip
+            if problem:
+                raise EinrelError(f"run(out=...): out[{k}] for output {node.name!r} {problem}")
+            given[k] = arr
+        return given
 
     __call__ = run
 
@@ -222,11 +266,16 @@ class Program:
         )
 
     def _run(
-        self, inputs: dict[int, np.ndarray], variables: dict[str, float], trace: str | None
+        self,
+        inputs: dict[int, np.ndarray],
+        variables: dict[str, float],
+        trace: str | None,
+        given: Mapping[int, np.ndarray],
     ) -> list[np.ndarray]:
         mg = self.plan.memgraph
         work = self.plan.tasks if mg is None else mg
-        res = self.engine.run(work, inputs, variables, trace=trace is not None)
+        into = {"out": given} if given and isinstance(self.engine, LocalEngine) else {}
+        res = self.engine.run(work, inputs, variables, trace=trace is not None, **into)
         self.report = Report(
             res.wall_time_s,
             dict(res.peak_bytes),

@@ -123,3 +123,29 @@ def test_bad_configurations_are_refused() -> None:
         kge.KGEConfig(negatives=0)
     with pytest.raises(er.EinrelError, match="entities"):
         triples.synthetic(10, 2, 100)
+
+
+def test_steps_write_new_tables_over_the_old_unless_someone_holds_them() -> None:
+    """The Stepper hands the arrays a step replaced back to the next step (`run(out=...)`):
+    two buffers per table alternate, the results equal fresh arrays', and a table the user
+    holds is never written over."""
+    d = small()
+    cfg = kge.KGEConfig(model="distmult", dim=8, batch=512, negatives=2)
+    batches = [d.train[:, k * 512 : (k + 1) * 512] for k in range(6)]
+    recycled, fresh = (kge.Trainer(d, cfg, er.cpu(2), 0, eval_limit=10) for _ in range(2))
+    seen = set()
+    for b in batches:
+        recycled.step(b)
+        fresh.stepper.spare = []  # nothing to write over: new arrays every step
+        fresh.step(b)
+        seen.add(id(recycled.stepper.feeds["E"]))
+    assert len(seen) == 2 and all(a is not None for a in recycled.stepper.spare)
+    for k in ("E", "R"):
+        np.testing.assert_array_equal(recycled.params[k], fresh.params[k])
+    held = recycled.params["E"]
+    kept = held.copy()
+    for b in batches[:3]:
+        recycled.step(b)
+    np.testing.assert_array_equal(held, kept)
+    recycled.close()
+    fresh.close()

@@ -56,6 +56,7 @@ class _TaskRun(WorkBase):
         runner: Runner,
         pool: BlockPool | None,
         pooled: Sequence[bool],
+        out: Mapping[int, np.ndarray] | None = None,
     ) -> None:
         self.tasks = tg.tasks
         self.core = core
@@ -66,7 +67,7 @@ class _TaskRun(WorkBase):
         self.pool = pool
         self.pooled = pooled
         self.values: list[Any] = [None] * len(tg.tasks)
-        self.assembled, self.in_place = output_places(tg, inputs)
+        self.assembled, self.in_place = output_places(tg, inputs, out or {})
 
     def dispatch(self, now: float) -> list[tuple[int, int]]:
         return self.core.dispatch(now)
@@ -107,7 +108,7 @@ IN_PLACE = POOLED | {"sparse", "densify"}  # kinds whose rule writes a dense blo
 
 
 def output_places(
-    tg: TaskGraph, inputs: Mapping[int, Any]
+    tg: TaskGraph, inputs: Mapping[int, Any], given: Mapping[int, np.ndarray] | None = None
 ) -> tuple[dict[int, Any], dict[int, np.ndarray]]:
     """The graph outputs whose blocks the kernels can write straight into one new array (each
     block computed by its own task into a window of it: C-contiguous, or any window for the
@@ -116,7 +117,8 @@ def output_places(
 
     A relation output on its feed's keys gets one array of values for all its tuples, and each
     of its blocks (given that whole array) writes its values at its positions when they are a
-    run of them; `relation_outputs` then says which outputs came out whole."""
+    run of them; `relation_outputs` then says which outputs came out whole. A dense output
+    in `given` (by output position) is written into that array instead of a new one."""
     arrays: dict[int, Any] = {}
     places: dict[int, np.ndarray] = {}
     for k, blocks in enumerate(tg.outputs):
@@ -138,7 +140,9 @@ def output_places(
             t.kind not in IN_PLACE or t.support is not None or t.id in places for t in tasks
         ):
             continue
-        out = np.empty(node.shape, dtype=storage_dtype(node.dtype))
+        out = (given or {}).get(k)
+        if out is None:
+            out = np.empty(node.shape, dtype=storage_dtype(node.dtype))
         views = {}
         for t, off in blocks:
             view = (
@@ -231,14 +235,15 @@ class LocalEngine:
         inputs: Mapping[int, np.ndarray],
         variables: Mapping[str, float] | None = None,
         trace: bool = False,
+        out: Mapping[int, np.ndarray] | None = None,
     ) -> RunResult:
         """Execute every task of the placed graph `tg`; `inputs` are whole graph-input arrays by
-        node id. Raises ExecutionError naming the task and node if a kernel fails."""
+        node id; dense outputs in place go into the arrays of `out` (by output position) when
+        given. Raises ExecutionError naming the task and node if a kernel fails."""
         plan = self.plan(tg)
         core = Core(plan, self.workers_per_device, self.max_running, record=trace)
-        run = _TaskRun(
-            tg, core, inputs, dict(variables or {}), self.runner, self.pool, self.pooled(tg)
-        )
+        pooled = self.pooled(tg)
+        run = _TaskRun(tg, core, inputs, dict(variables or {}), self.runner, self.pool, pooled, out)
         driver = ThreadDriver(run)
         try:
             with self._blas_limit():

@@ -286,6 +286,11 @@ def check_compiled(ref: Reference, opts: Options) -> None:
                     if peak > opts.budget:
                         raise Mismatch(f"{run}: peak {peak} B over the budget\n\n{program}")
             ref.check(first, "the first run's outputs after the second", program)
+            into = [np.empty_like(x) if isinstance(x, np.ndarray) else None for x in first]
+            got = prog.run(ref.feeds, out=into)
+            ref.check(got, "engine (into given arrays)", program)
+            if any(g is not a for g, a in zip(got, into, strict=True) if a is not None):
+                raise Mismatch(f"run(out=...) returned other arrays\n\n{program}")
         if not math.isfinite(prog.simulate()):
             raise Mismatch(f"simulate() is not finite\n\n{program}")
     finally:
