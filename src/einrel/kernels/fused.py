@@ -35,12 +35,19 @@ def _views(op: Einsum, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def _negative(a: Any, out: np.ndarray) -> np.ndarray:
+    """-a, as a multiply by -1 (the same bits but a NaN's sign): numpy 2.4's negative loop
+    reads the wrong elements when its input and output are both strided (stride 4 of
+    float32), which a column block written into a window of its output makes them."""
+    return np.multiply(a, -1.0, out=out)
+
+
 _UFUNC: dict[str, Any] = {
     "add": np.add,
     "sub": np.subtract,
     "mul": np.multiply,
     "div": np.divide,
-    "neg": np.negative,
+    "neg": _negative,
     "exp": np.exp,
     "log": np.log,
     "sqrt": np.sqrt,
