@@ -21,12 +21,10 @@ from .decompose.partitioners import Partitioner
 from .decompose.relations import decompose, dense_view, has_relations
 from .devices import Devices, cpu, parse_bytes
 from .errors import CompileError, EinrelError
-from .frontend.reference import bind_feeds, check_output, shape_results
+from .frontend.reference import bind_feeds, bind_out, check_output, shape_results
 from .frontend.tensor import Tensor, build_graph
 from .ir.fuse import fuse_elementwise
 from .ir.graph import Graph
-from .ir.relation import support_of
-from .kernels.dtypes import storage_dtype
 from .place.placers import Placer
 from .progress import StepProgress
 from .relabel import plan_relabeling
@@ -206,7 +204,7 @@ class Program:
         finish)."""
         check_output(output)
         inputs, variables = bind_feeds(self.plan.graph, feeds, strict, cast)
-        given = self._check_out(out, inputs)
+        given = bind_out(self.plan.graph, out, inputs)
         relabeling = self.plan.relabeling
         if relabeling is not None:
             inputs, perms = relabeling.apply(self.plan.graph, inputs)
@@ -222,37 +220,6 @@ class Program:
                 np.copyto(arr, values[k])
                 values[k] = arr
         return shape_results(values, not self.single, output)
-
-    def _check_out(
-        self, out: Sequence[np.ndarray | None] | None, inputs: Mapping[int, Any]
-    ) -> dict[int, np.ndarray]:
-        """`out` by output position, checked: an EinrelError names what does not fit."""
-        if out is None:
-            return {}
-        graph = self.plan.graph
-        nodes = [graph[i] for i in graph.outputs]
-        if len(out) != len(nodes):
-            raise EinrelError(f"run(out=...): {len(out)} arrays for {len(nodes)} outputs")
-        feeds = [a for a in inputs.values() if isinstance(a, np.ndarray)]
-        given = {}
-        for k, (arr, node) in enumerate(zip(out, nodes, strict=True)):
-            if arr is None:
-                continue
-            want = np.dtype(storage_dtype(node.dtype))
-            problem = (
-                "is a relation output" if support_of(node) is not None
-                else "is not a numpy array" if not isinstance(arr, np.ndarray)
-                else f"has shape {arr.shape}, the output {node.shape}" if arr.shape != node.shape
-                else f"has dtype {arr.dtype}, the output {want}" if arr.dtype != want
-                else "is not a writeable C-contiguous array"
-                if not (arr.flags.c_contiguous and arr.flags.writeable)
-                else "shares memory with a feed" if any(np.may_share_memory(arr, f) for f in feeds)
-                else ""
-            )  # fmt: skip
-            if problem:
-                raise EinrelError(f"run(out=...): out[{k}] for output {node.name!r} {problem}")
-            given[k] = arr
-        return given
 
     __call__ = run
 

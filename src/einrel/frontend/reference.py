@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
-from ..errors import FeedError
+from ..errors import EinrelError, FeedError
 from ..ir.graph import Graph
+from ..ir.relation import support_of
 from ..kernels.coo import Coo
 from ..kernels.sparse import sparse_einsum
 from .relation import bind_relation
@@ -192,3 +193,35 @@ def shape_results(values: list[np.ndarray], many: bool, output: str) -> Any:
         tensors = [to_torch(v) for v in values]
         return tensors if many else tensors[0]
     return values if many else values[0]
+
+
+def bind_out(
+    graph: Graph, out: Sequence[np.ndarray | None] | None, inputs: Mapping[int, Any]
+) -> dict[int, np.ndarray]:
+    """`run(out=...)`: the given arrays by output position, checked (an EinrelError names what
+    does not fit: count, shape, dtype, layout, a relation output, memory shared with a feed)."""
+    if out is None:
+        return {}
+    nodes = [graph[i] for i in graph.outputs]
+    if len(out) != len(nodes):
+        raise EinrelError(f"run(out=...): {len(out)} arrays for {len(nodes)} outputs")
+    feeds = [a for a in inputs.values() if isinstance(a, np.ndarray)]
+    given = {}
+    for k, (arr, node) in enumerate(zip(out, nodes, strict=True)):
+        if arr is None:
+            continue
+        want = np.dtype(kernels.storage_dtype(node.dtype))
+        problem = (
+            "is a relation output" if support_of(node) is not None
+            else "is not a numpy array" if not isinstance(arr, np.ndarray)
+            else f"has shape {arr.shape}, the output {node.shape}" if arr.shape != node.shape
+            else f"has dtype {arr.dtype}, the output {want}" if arr.dtype != want
+            else "is not a writeable C-contiguous array"
+            if not (arr.flags.c_contiguous and arr.flags.writeable)
+            else "shares memory with a feed" if any(np.may_share_memory(arr, f) for f in feeds)
+            else ""
+        )  # fmt: skip
+        if problem:
+            raise EinrelError(f"run(out=...): out[{k}] for output {node.name!r} {problem}")
+        given[k] = arr
+    return given
