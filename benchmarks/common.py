@@ -175,6 +175,14 @@ def write(name: str, doc: dict[str, Any]) -> Path:
     return path
 
 
+def keep_measured(name: str, doc: dict[str, Any], only: str) -> dict[str, Any]:
+    """`doc` with the parts of the last results that this run (`--only <part>`) leaves alone."""
+    kept = json.loads((RESULTS / f"{name}.json").read_text())
+    doc.update({k: v for k, v in kept.items() if k != "machine"})
+    doc["remeasured"] = only
+    return doc
+
+
 def finish(name: str, doc: dict[str, Any], plot: Callable[[dict[str, Any], Path], Any]) -> Path:
     """Write the results JSON and its PNG (drawn by `plot`), and say where they are."""
     out = write(name, doc)

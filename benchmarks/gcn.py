@@ -211,8 +211,7 @@ def main() -> None:
     if left_out:
         print(f"left out (not installed): {left_out}; pip install 'einrel[bench]'", file=sys.stderr)
     if a.only:
-        doc = json.loads((common.RESULTS / f"{name}.json").read_text())
-        doc["remeasured"] = a.only
+        doc = common.keep_measured(name, {"machine": common.machine(2)}, a.only)
     else:
         doc = {
             "machine": common.machine(2),

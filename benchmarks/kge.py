@@ -6,7 +6,8 @@ Quality: Nations, Kinships and UMLS, read from the installed `pykeen` package (`
 pykeen`; when it is absent the benchmark says so and stops). Both systems' embeddings are
 ranked by the same filtered evaluator (einrel.workloads.triples: realistic ranks, both sides);
 PyKEEN's own evaluator's MRR is recorded next to it as a cross-check. Throughput: training
-triples per second over the run (PyKEEN's `train_seconds`, einrel's epoch times).
+triples per second over the run (PyKEEN's `train_seconds`, einrel's epoch times on
+er.cpu(2), and on er.cpu(1) over a tenth of the epochs).
 
 Scale: a synthetic set (`--entities`, `--relations`, `--triples`), each system training on the
 same slices of `--scale-steps` batches in interleaved rounds, PyKEEN through the SLCWA
@@ -125,6 +126,16 @@ def einrel_quality(data: Any, cfg: Any, epochs: int, seed: int) -> dict[str, Any
     }
 
 
+def einrel_one_device(data: Any, cfg: Any, epochs: int, seed: int) -> float:
+    """Training triples per second on er.cpu(1): a set this small gains nothing from a second
+    worker but its per-task overhead (the results are the same on any device count)."""
+    import einrel as er
+    from einrel.workloads import kge
+
+    run = kge.train(data, cfg, epochs, er.cpu(1), seed, progress=False, every=epochs)
+    return data.train.shape[1] * epochs / sum(run.history.seconds)
+
+
 def scale(data: Any, cfg: Any, steps: int, rounds: int, seed: int) -> dict[str, Any]:
     """Triples per second of both systems on the same slices of `steps` batches, one slice
     per round and system in turn, after a warm-up slice."""
@@ -240,9 +251,7 @@ def main() -> None:
     common.warn_env()
     doc: dict[str, Any] = {"machine": common.machine(2), "epochs": a.epochs, "quality": {}}
     if a.only:
-        kept = json.loads((common.RESULTS / f"{name}.json").read_text())
-        doc.update({k: v for k, v in kept.items() if k != "machine"})
-        doc["remeasured"] = a.only
+        common.keep_measured(name, doc, a.only)
     sets = triples.PYKEEN_SETS[:1] if a.quick else triples.PYKEEN_SETS
     sets = () if a.only == "scale" else sets
     for set_name in sets:
@@ -256,6 +265,9 @@ def main() -> None:
                 "config": repr(cfg),
                 "einrel": einrel_quality(data, cfg, a.epochs, a.seed),
                 "pykeen": pykeen_quality(data, cfg, a.epochs, a.seed),
+                "einrel_cpu1_triples_per_s": einrel_one_device(
+                    data, cfg, max(1, a.epochs // 10), a.seed
+                ),
             }
     if a.only != "quality":
         t0 = time.perf_counter()
@@ -273,6 +285,9 @@ def main() -> None:
                              for k, v in q.items()},
         "throughput_over_pykeen": {k: v["einrel"]["triples_per_s"] / v["pykeen"]["triples_per_s"]
                                    for k, v in q.items()},
+        "throughput_over_pykeen_cpu1": {
+            k: v["einrel_cpu1_triples_per_s"] / v["pykeen"]["triples_per_s"] for k, v in q.items()
+        },
         "scale_throughput_over_pykeen": {
             k: v["einrel"]["triples_per_s"] / v["pykeen"]["triples_per_s"] for k, v in s.items()
         },

@@ -246,9 +246,7 @@ def main() -> None:
         ml = interactions.power_law(943, 1682, 100_000, seed=a.seed)
     doc: dict[str, Any] = {"machine": common.machine(2), "quality_data": repr(ml), "quality": {}}
     if a.only:
-        kept = json.loads((common.RESULTS / f"{name}.json").read_text())
-        doc.update({k: v for k, v in kept.items() if k != "machine"})
-        doc["remeasured"] = a.only
+        common.keep_measured(name, doc, a.only)
     for layers in (0, 2) if a.only != "speed" else ():
         for loss in LOSSES:
             cfg = RecConfig(dim=64, batch=2048, negatives=1 if loss == "bpr" else 64, loss=loss,
