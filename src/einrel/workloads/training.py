@@ -1,8 +1,10 @@
-"""What the relational workloads' training loops share: a history of losses and held-out
-metrics per epoch, a progress bar that shows them, and a plot of the curves."""
+"""What the relational workloads' training loops share: a compiled step that keeps its
+parameters and optimiser state (`Stepper`), a history of losses and held-out metrics per
+epoch, a progress bar that shows them, the finished run (`Trained`) and a plot of the curves."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,8 +57,6 @@ class History:
 def _unheld(arrays: list[Any], k: int, fresh: Any) -> bool:
     """Whether only the list `arrays` holds its k-th array (no view of it, no snapshot a user
     took), so the next step may write over it; never an array the next step reads."""
-    import sys
-
     a = arrays[k]
     return (
         isinstance(a, np.ndarray)

@@ -117,7 +117,7 @@ def features_feed(rows: Rows) -> Any:
 def targets_feed(rows: Rows, hashes: np.ndarray) -> Any:
     """T for a batch: each of an example's labels adds 1/|labels| at its bucket, per hash."""
     n = rows.row_of(rows.y_ptr)
-    share = (1.0 / np.diff(rows.y_ptr))[n].astype(np.float32)
+    share = (1.0 / np.maximum(np.diff(rows.y_ptr), 1))[n].astype(np.float32)  # none: no tuple
     R = hashes.shape[0]
     idx = np.stack([np.tile(n, R), np.repeat(np.arange(R, dtype=np.int32), n.size),
                     hashes[:, rows.y_idx].ravel()])  # fmt: skip
