@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import einrel as er
 from einrel.workloads import interactions
@@ -64,36 +63,6 @@ def test_movielens_is_read_from_an_installed_recbole(tmp_path: Path, monkeypatch
     assert d is not None and d.users == 20 and d.train.shape[1] + d.test.shape[1] == 120
 
 
-def torch_step(d: interactions.Interactions, cfg: rec.RecConfig, feeds: dict, params: dict) -> list:
-    """The loss and the gradients of P and Q by torch autograd, in float64."""
-    P = torch.tensor(params["P"], dtype=torch.float64, requires_grad=True)
-    Q = torch.tensor(params["Q"], dtype=torch.float64, requires_grad=True)
-    ue, ie = P, Q
-    if cfg.layers:
-        r = feeds["R"]
-        R = torch.zeros((d.users, d.items), dtype=torch.float64)
-        R[r.indices[0], r.indices[1]] = torch.from_numpy(r.values.astype(np.float64))
-        pl, ql, ps, qs = P, Q, P, Q
-        for _ in range(cfg.layers):
-            pl, ql = R @ ql, R.T @ pl
-            ps, qs = ps + pl, qs + ql
-        ue, ie = ps / (cfg.layers + 1), qs / (cfg.layers + 1)
-    pos, neg = feeds["Pos"].indices, feeds["Neg"].indices
-    u, i = torch.from_numpy(pos[1].astype(np.int64)), torch.from_numpy(pos[2].astype(np.int64))
-    j = torch.from_numpy(neg[3].astype(np.int64)).view(-1, cfg.negatives)
-    sp = (ue[u] * ie[i]).sum(-1)
-    sn = torch.einsum("bd,bkd->bk", ue[u], ie[j])
-    if cfg.loss == "bpr":
-        per = torch.nn.functional.softplus(sn[:, 0] - sp)
-    elif cfg.loss == "simce":
-        per = torch.relu(cfg.margin - sp + sn.max(1).values)
-    else:
-        per = torch.logsumexp(torch.cat([sp[:, None], sn], 1), 1) - sp
-    loss = per.mean()
-    loss.backward()
-    return [float(loss.detach()), P.grad.numpy(), Q.grad.numpy()]
-
-
 @pytest.mark.parametrize("layers", [0, 1])
 @pytest.mark.parametrize("loss", rec.LOSSES)
 def test_every_loss_has_the_gradients_of_torch_autograd(loss: str, layers: int) -> None:
@@ -110,7 +79,7 @@ def test_every_loss_has_the_gradients_of_torch_autograd(loss: str, layers: int) 
     prog = er.compile([model.loss, *grads], devices=er.cpu(2))
     got = prog(feeds, strict=False)
     prog.close()
-    want = torch_step(d, cfg, feeds, params)
+    want = rec.torch_twin(d, cfg, feeds, params)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7)
 

@@ -33,10 +33,20 @@ class RelationalDemo:
     metric: str
 
 
-def gcn_check(devices: int, seed: int) -> tuple[list[Any], list[Any], list[Any], list[str]]:
-    """Compiled, reference and torch-autograd loss and gradients of the GCN on a small SBM."""
+def _compiled_and_reference(outs: list[Any], feeds: dict[str, Any], devices: int) -> tuple:
     from .. import compile as er_compile
     from ..devices import cpu
+
+    prog = er_compile(outs, devices=cpu(devices), progress=False)
+    try:
+        got = prog(feeds)
+    finally:
+        prog.close()
+    return got, evaluate(outs, feeds)
+
+
+def gcn_check(devices: int, seed: int) -> tuple[list[Any], list[Any], list[Any], list[str]]:
+    """Compiled, reference and torch-autograd loss and gradients of the GCN on a small SBM."""
     from ..frontend.autodiff import grad
     from ..workloads import gcn, graphs
 
@@ -45,12 +55,7 @@ def gcn_check(devices: int, seed: int) -> tuple[list[Any], list[Any], list[Any],
     outs = [model.loss, *grad(model.loss, model.params)]
     params = gcn.init_params(d, 16, seed)
     feeds = {**gcn.data_feeds(d), **params}
-    prog = er_compile(outs, devices=cpu(devices), progress=False)
-    try:
-        got = prog(feeds)
-    finally:
-        prog.close()
-    ref = evaluate(outs, feeds)
+    got, ref = _compiled_and_reference(outs, feeds, devices)
     idx, vals = graphs.normalized_adjacency(d.edges, d.nodes)
     rows_v = torch.from_numpy(np.stack([idx[1], idx[0]]).astype(np.int64))  # out[v] = sum_u
     vals64 = torch.from_numpy(vals.astype(np.float64))
@@ -76,8 +81,6 @@ def gcn_train(devices: int, seed: int, progress: bool) -> Any:
 
 def mf_check(devices: int, seed: int) -> tuple[list[Any], list[Any], list[Any], list[str]]:
     """LightGCN with SimCE on a small power-law set: one step's loss and gradients."""
-    from .. import compile as er_compile
-    from ..devices import cpu
     from ..frontend.autodiff import grad
     from ..workloads import interactions
     from ..workloads import recommend as rec
@@ -93,29 +96,8 @@ def mf_check(devices: int, seed: int) -> tuple[list[Any], list[Any], list[Any], 
         "R": rec.graph_feed(d),
         **rec.batch_feeds(d.train[:, :256], cfg, d.items, rng),
     }
-    prog = er_compile(outs, devices=cpu(devices), progress=False)
-    try:
-        got = prog(feeds)
-    finally:
-        prog.close()
-    ref = evaluate(outs, feeds)
-    r = feeds["R"]
-    R = torch.zeros((d.users, d.items), dtype=torch.float64)
-    R[r.indices[0], r.indices[1]] = torch.from_numpy(r.values.astype(np.float64))
-    P, Q = (torch.tensor(params[k], dtype=torch.float64, requires_grad=True) for k in "PQ")
-    pl, ql, ps, qs = P, Q, P, Q
-    for _ in range(cfg.layers):
-        pl, ql = R @ ql, R.T @ pl
-        ps, qs = ps + pl, qs + ql
-    ue, ie = ps / (cfg.layers + 1), qs / (cfg.layers + 1)
-    pos, neg = feeds["Pos"].indices, feeds["Neg"].indices
-    u = torch.from_numpy(pos[1].astype(np.int64))
-    j = torch.from_numpy(neg[3].astype(np.int64)).view(-1, cfg.negatives)
-    sp = (ue[u] * ie[torch.from_numpy(pos[2].astype(np.int64))]).sum(-1)
-    sn = torch.einsum("bd,bkd->bk", ue[u], ie[j])
-    loss = torch.relu(cfg.margin - sp + sn.max(1).values).mean()
-    loss.backward()
-    want = [loss.detach().numpy(), np.asarray(P.grad), np.asarray(Q.grad)]
+    got, ref = _compiled_and_reference(outs, feeds, devices)
+    want = rec.torch_twin(d, cfg, feeds, params)
     return got, ref, want, ["loss", "dP", "dQ"]
 
 
@@ -127,18 +109,6 @@ def mf_train(devices: int, seed: int, progress: bool) -> Any:
     d = interactions.power_law(5000, 1000, 100_000, seed=seed)
     cfg = rec.RecConfig(dim=32, batch=1024, negatives=16, loss="simce", lr=1e-2)
     return rec.train(d, cfg, 10, devices=cpu(devices), seed=seed, progress=progress, every=2)
-
-
-def _compiled_and_reference(outs: list[Any], feeds: dict[str, Any], devices: int) -> tuple:
-    from .. import compile as er_compile
-    from ..devices import cpu
-
-    prog = er_compile(outs, devices=cpu(devices), progress=False)
-    try:
-        got = prog(feeds)
-    finally:
-        prog.close()
-    return got, evaluate(outs, feeds)
 
 
 def kge_check(devices: int, seed: int) -> tuple[list[Any], list[Any], list[Any], list[str]]:

@@ -137,8 +137,9 @@ def _spmm(
     if not x.flags.c_contiguous and USED_ROWS_SHARE * first.nnz < x.shape[0]:
         # A strided block (a column cut of a table) read at few rows: gather the rows the
         # tuples read rather than copy the whole block to make it contiguous.
-        used, local = np.unique(col.numpy(), return_inverse=True)
-        x, col = np.take(x, used, axis=0), torch.from_numpy(local.astype(col.numpy().dtype))
+        cols = col.numpy()
+        used, local = np.unique(cols, return_inverse=True)
+        x, col = np.take(x, used, axis=0), torch.from_numpy(local.astype(cols.dtype))
     x = np.ascontiguousarray(x)
     x2 = torch.from_numpy(x.reshape(x.shape[0], -1))
     rows, width = first.shape[s], x2.shape[1]

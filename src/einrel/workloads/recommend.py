@@ -39,6 +39,7 @@ from ..frontend.relation import coo, relation
 from ..frontend.tensor import Tensor
 from .interactions import Interactions
 from .training import Stepper, Trained, make_optimizer, run_trainer
+from .training import torch_grad as _grad
 
 LOSSES = ("bpr", "ssm", "simce")
 
@@ -176,6 +177,41 @@ def eval_users(data: Interactions, limit: int, seed: int) -> np.ndarray:
     if have.size <= limit:
         return have
     return np.sort(np.random.default_rng(seed).choice(have, limit, replace=False))
+
+
+def torch_twin(
+    d: Interactions, cfg: RecConfig, feeds: Mapping[str, Any], params: Mapping[str, np.ndarray]
+) -> list:
+    """The loss and the gradients of P and Q written in float64 torch from the definitions
+    (the demo and the tests check the compiled step against it)."""
+    import torch
+
+    P = torch.tensor(params["P"], dtype=torch.float64, requires_grad=True)
+    Q = torch.tensor(params["Q"], dtype=torch.float64, requires_grad=True)
+    ue, ie = P, Q
+    if cfg.layers:
+        r = feeds["R"]
+        R = torch.zeros((d.users, d.items), dtype=torch.float64)
+        R[r.indices[0], r.indices[1]] = torch.from_numpy(r.values.astype(np.float64))
+        pl, ql, ps, qs = P, Q, P, Q
+        for _ in range(cfg.layers):
+            pl, ql = R @ ql, R.T @ pl
+            ps, qs = ps + pl, qs + ql
+        ue, ie = ps / (cfg.layers + 1), qs / (cfg.layers + 1)
+    pos, neg = feeds["Pos"].indices, feeds["Neg"].indices
+    u, i = torch.from_numpy(pos[1].astype(np.int64)), torch.from_numpy(pos[2].astype(np.int64))
+    j = torch.from_numpy(neg[3].astype(np.int64)).view(-1, cfg.negatives)
+    sp = (ue[u] * ie[i]).sum(-1)
+    sn = torch.einsum("bd,bkd->bk", ue[u], ie[j])
+    if cfg.loss == "bpr":
+        per = torch.nn.functional.softplus(sn[:, 0] - sp)
+    elif cfg.loss == "simce":
+        per = torch.relu(cfg.margin - sp + sn.max(1).values)
+    else:
+        per = torch.logsumexp(torch.cat([sp[:, None], sn], 1), 1) - sp
+    loss = per.mean()
+    loss.backward()
+    return [float(loss.detach()), _grad(P), _grad(Q)]
 
 
 class Trainer:
