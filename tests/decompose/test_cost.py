@@ -6,7 +6,13 @@ import pytest
 
 import einrel as er
 from einrel.decompose import Partition, node_costs, plan_cost
-from einrel.decompose.cost import agg_cost, join_cost, repartition_cost, repartition_cost_approx
+from einrel.decompose.cost import (
+    STRIDED_ROW,
+    agg_cost,
+    join_cost,
+    repartition_cost,
+    repartition_cost_approx,
+)
 from einrel.decompose.partition import PartDim
 from einrel.frontend.tensor import build_graph
 
@@ -93,11 +99,13 @@ def test_plan_cost_of_a_two_node_chain_by_hand() -> None:
     dec[hid] = Partition.even((8, 4), (1, 2))  # h cut on columns
     dec[yid] = Partition.even((8, 6, 4), (2, 1, 1))  # y cut on rows i
     costs = node_costs(g, dec)
-    # h: join 32; repartition [1x2] -> [2x1] on 8x4: 4 pairs of (16 + 16)
-    assert (costs[hid].join, costs[hid].agg, costs[hid].repartition) == (32, 0, 4 * 32)
+    # h: join 32 and the 8 strided rows of x's column blocks; repartition [1x2] -> [2x1] on
+    # 8x4: 4 pairs of (16 + 16)
+    strided = 8 * STRIDED_ROW
+    assert (costs[hid].join, costs[hid].agg, costs[hid].repartition) == (32 + strided, 0, 4 * 32)
     # y: join |h| + |w|·2 = 32 + 48; no aggregation; graph output: no repartition
     assert (costs[yid].join, costs[yid].agg, costs[yid].repartition) == (80, 0, 0)
-    assert plan_cost(g, dec) == 32 + 128 + 80
+    assert plan_cost(g, dec) == 32 + strided + 128 + 80
     assert all(costs[n.id].total == 0 for n in g.nodes if n.op == "input")
 
 
@@ -136,3 +144,18 @@ def test_a_slice_reader_only_pays_for_its_window() -> None:
     dec[hid] = Partition.even((8,), (4,))
     # window [0,4) from blocks [0,2) [2,4): two pairs of (2 + 4)
     assert node_costs(g, dec)[hid].repartition == 2 * (2 + 4)
+
+
+def test_fused_kernels_pay_for_the_strided_rows_of_feeds_and_outputs_cut_by_columns() -> None:
+    x = er.input("x", (6, 4))
+    w = er.input("w", (4, 5))
+    h = er.relu(x)  # a fused kernel reading a feed
+    y = er.einsum("ij,jk->ik", h, w)  # BLAS: strides cost it nothing
+    z = 2.0 * y  # a fused kernel writing a graph output
+    g = build_graph([z])
+    hid, yid, zid = g.consumers(0)[0], g.consumers(g.consumers(0)[0])[0], g.outputs[0]
+    cols, rows = (1, 2), (2, 1)
+    assert join_cost(g, hid, cols) - join_cost(g, hid, rows) == 6 * STRIDED_ROW
+    assert join_cost(g, zid, cols) - join_cost(g, zid, rows) == 6 * STRIDED_ROW
+    # h read by each of the 5 blocks, the feed w once, cut by columns at no extra cost
+    assert join_cost(g, yid, (1, 5, 1)) == 24 * 5 + 20

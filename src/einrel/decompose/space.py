@@ -81,11 +81,12 @@ def space_key(graph: Graph, v: int, counts_key: Any) -> Any:
     shapes = tuple(graph[u].shape for u in node.inputs)
     if node.op == "einsum":
         op = node.einsum
-        what: Any = (op.inputs, op.output, op.sizes, op.agg is not None)
+        what: Any = (op.inputs, op.output, op.sizes, op.agg is not None, op.factored)
     else:
         what = (node.attrs, node.shape)
     density = (node.density, *(graph[u].density for u in node.inputs))
-    return (node.op, what, leaves, shapes, density, _slot_groups(graph, v), counts_key)
+    feeds = (v in graph.outputs, *(graph[u].op == "input" for u in node.inputs))  # strided rows
+    return (node.op, what, leaves, shapes, density, feeds, _slot_groups(graph, v), counts_key)
 
 
 @dataclass

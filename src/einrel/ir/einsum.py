@@ -58,6 +58,12 @@ class Einsum:
         join = S.remap_holes(self.join, {i: i - 1 for i in range(1, self.arity)})
         return Einsum(self.inputs[1:], self.output, self.sizes, join, self.agg)
 
+    @property
+    def factored(self) -> bool:
+        """Runs as a BLAS contraction: a sum of a product of per-operand factors. Any other
+        einsum (every elementwise one) runs as a fused loop over its join space."""
+        return self.agg == "sum" and S.scaled_product(self.body.join) is not None
+
     # --- derived structure -------------------------------------------------------------------
     @property
     def labels(self) -> str:

@@ -30,12 +30,6 @@ from .graph import GNode, Graph, node_name
 from .relation import support_of
 
 
-def _factorable(op: Einsum) -> bool:
-    """Runs as a BLAS contraction: a sum of a product of per-operand factors (an elementwise
-    join, agg None, runs elementwise however it factors)."""
-    return op.agg == "sum" and S.scaled_product(op.body.join) is not None
-
-
 def _foldable(graph: Graph, p: GNode, c: GNode) -> bool:
     return (
         p.op == "einsum"
@@ -113,7 +107,7 @@ def fuse_elementwise(graph: Graph) -> Graph:
             if p is None:
                 break
             new_op, new_srcs = fold(op, srcs, p.id, ops[p.id], ins[p.id])
-            if _factorable(op) and not _factorable(new_op):
+            if op.factored and not new_op.factored:
                 refused.add(p.id)
                 continue
             op, srcs = new_op, new_srcs
