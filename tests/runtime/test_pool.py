@@ -86,3 +86,27 @@ def test_pooling_can_be_turned_off() -> None:
     assert prog.engine.pool is None
     feeds = {"x": np.eye(8)}
     np.testing.assert_array_equal(prog.run(feeds), np.eye(8))
+
+
+def test_a_scatter_into_a_reused_buffer_starts_from_zero() -> None:
+    # Three keys make it the chunked rule; its dense result is a pooled block, and a run on
+    # other tuples must not see the rows that the last run's tuples wrote.
+    n, d = 4096, 32
+    t = er.relation("T", keys={"t": 64, "u": n, "i": 8}, nnz=64, dtype="float64")
+    q = er.input("Q", (8, d), "float64")
+    grad = er.einsum("tui,id->ud", t, q)
+    prog = er.compile(2.0 * grad, devices=er.cpu(2))
+    rng = np.random.default_rng(0)
+    feeds = {"Q": rng.standard_normal((8, d))}
+    engine = prog.engine
+    assert isinstance(engine, LocalEngine) and engine.pool is not None
+    for run in range(3):
+        idx = np.stack([np.arange(64), rng.integers(0, n, 64), rng.integers(0, 8, 64)])
+        feeds["T"] = er.coo(idx, rng.standard_normal(64))
+        want = np.zeros((n, d))
+        np.add.at(want, idx[1], feeds["T"].values[:, None] * feeds["Q"][idx[2]])
+        np.testing.assert_allclose(prog.run(feeds), 2.0 * want, rtol=1e-12, atol=1e-12)
+        if run == 0:
+            taken = engine.pool.reused
+    assert engine.pool.reused > taken
+    prog.close()

@@ -218,7 +218,9 @@ def _chunked(
         assert op.agg is not None
         ufunc = AGG_UFUNC[op.agg]
         shape = tuple(size[lab] for lab in kept + rest)
-        acc = np.full(shape, agg_identity(op.agg), dtype=cdt)
+        acc = _accumulator(
+            shape, agg_identity(op.agg), cdt, out if kept + rest == op.output else None
+        )
         flat_acc = acc.reshape((math.prod(size[lab] for lab in kept), -1))
         if kept:
             perm, seg = _segments(first, tuple(dims[lab] for lab in kept))
@@ -240,9 +242,22 @@ def _chunked(
             rows = keys[starts]
             flat_acc[rows] = ufunc(flat_acc[rows], red)
     if sp.out is None:
+        if acc is out:
+            return out
         order = kept + rest
         return finish(np.transpose(acc, [order.index(lab) for lab in op.output]), dtype)
     return relation_result(first, [dims[lab] for lab in kept], finish(values, dtype))
+
+
+def _accumulator(
+    shape: tuple[int, ...], identity: Any, dtype: np.dtype, out: np.ndarray | None
+) -> np.ndarray:
+    """The array a dense result accumulates in: `out` (an engine's recycled buffer, or its
+    window of an output) when it fits, reset to the aggregation's identity, else a new one."""
+    if out is None or out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        return np.full(shape, identity, dtype=dtype)
+    out.fill(identity)
+    return out
 
 
 def _values_place(first: Coo, vshape: tuple[int, ...], dtype: np.dtype, out: Any) -> np.ndarray:

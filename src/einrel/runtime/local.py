@@ -10,10 +10,12 @@ running compute tasks at the core count, so `cpu(4)` on 2 cores does not oversub
 is a scheduling rule rather than a semaphore: a freed core goes to the best ready task of any
 device. Only one engine should run at a time in a process (the BLAS setting is global).
 
-Buffers. Blocks that the kernels compute into (applies, aggregations, moves, assembles) get
-their buffer from the engine's `BlockPool`, so a repeated step reuses last run's dead blocks
-instead of faulting in fresh pages (blocks of `pool_min_bytes` and more); `reuse_buffers=False`
-allocates every block anew, and `close()` releases the pool.
+Buffers. Dense blocks that the kernels compute into (applies, joins over relations and their
+densifications, aggregations, moves, assembles) get their buffer from the engine's
+`BlockPool`, so a repeated step reuses last run's dead blocks instead of faulting in fresh
+pages (blocks of `pool_min_bytes` and more): a scatter of a batch's gradient into a 10^6-row
+table then costs a fill instead of 65536 page faults. `reuse_buffers=False` allocates every
+block anew, and `close()` releases the pool.
 
 Times in the event log are the driver's clock: a task's start is its dispatch.
 """
@@ -38,9 +40,9 @@ from .driver import ThreadDriver, WorkBase
 from .engine import RunResult
 from .pool import MIN_BYTES, BlockPool
 
-# Task kinds whose rule writes its block into a given buffer (input and reshape blocks are
-# views of a feed or of another block, fills are small).
-POOLED = frozenset({"apply", "agg", "move", "assemble"})
+# Task kinds whose rule writes its (dense) block into a given buffer (input and reshape blocks
+# are views of a feed or of another block, fills are small).
+POOLED = frozenset({"apply", "agg", "move", "assemble", "sparse", "densify"})
 
 
 class _TaskRun(WorkBase):
@@ -104,9 +106,6 @@ class _TaskRun(WorkBase):
         return _slot_name(self.core, slot)
 
 
-IN_PLACE = POOLED | {"sparse", "densify"}  # kinds whose rule writes a dense block into `out`
-
-
 def output_places(
     tg: TaskGraph, inputs: Mapping[int, Any], given: Mapping[int, np.ndarray] | None = None
 ) -> tuple[dict[int, Any], dict[int, np.ndarray]]:
@@ -137,7 +136,7 @@ def output_places(
                 places.update({t.id: vals for t in tasks})
             continue
         if node.op == "input" or any(
-            t.kind not in IN_PLACE or t.support is not None or t.id in places for t in tasks
+            t.kind not in POOLED or t.support is not None or t.id in places for t in tasks
         ):
             continue
         out = (given or {}).get(k)
