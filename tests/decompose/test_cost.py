@@ -12,7 +12,9 @@ from einrel.decompose.cost import (
     join_cost,
     repartition_cost,
     repartition_cost_approx,
+    strided_rows,
 )
+from einrel.decompose.relations import dense_view
 from einrel.decompose.partition import PartDim
 from einrel.frontend.tensor import build_graph
 
@@ -159,3 +161,15 @@ def test_fused_kernels_pay_for_the_strided_rows_of_feeds_and_outputs_cut_by_colu
     assert join_cost(g, zid, cols) - join_cost(g, zid, rows) == 6 * STRIDED_ROW
     # h read by each of the 5 blocks, the feed w once, cut by columns at no extra cost
     assert join_cost(g, yid, (1, 5, 1)) == 24 * 5 + 20
+
+
+def test_joins_over_relations_pay_no_strided_rows() -> None:
+    # A relation's tuples are gathered row by row whatever the cut: cutting its last key (here
+    # v, of a relation that the dense view shows as a huge sparse input) costs no strided rows.
+    a = er.relation("A", keys={"u": 1000, "v": 1000}, nnz=50)
+    h = er.input("H", (1000, 8))
+    y = er.einsum("uv,vd->ud", a, h, join=lambda x, z: er.exp(x * z))  # a fused kernel
+    g = dense_view(build_graph([y]))
+    v = next(n.id for n in g.nodes if n.op == "einsum" and n.einsum.inputs == ("uv", "vd"))
+    assert g[g[v].inputs[0]].op == "input" and g[g[v].inputs[0]].density < 1
+    assert strided_rows(g, v, {"u": 1, "d": 1, "v": 2}) == 0

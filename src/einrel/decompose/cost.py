@@ -119,8 +119,8 @@ def strided_rows(graph: Graph, v: int, at: Mapping[str, int]) -> float:
     Such a cut of a (10^6, 64) table makes Adam's update several times slower than a row cut."""
     node = graph[v]
     op = node.einsum
-    if op.factored or node.density != 1.0:
-        return 0.0
+    if op.factored or any(graph[u].density != 1.0 for u in (v, *node.inputs)):
+        return 0.0  # a BLAS contraction takes strides; a join over a relation gathers rows
     total = math.prod(at.values())
     rows = 0.0
     for u, labs, shape in zip(node.inputs, op.inputs, op.input_shapes):
