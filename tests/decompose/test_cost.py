@@ -14,8 +14,8 @@ from einrel.decompose.cost import (
     repartition_cost_approx,
     strided_rows,
 )
-from einrel.decompose.relations import dense_view
 from einrel.decompose.partition import PartDim
+from einrel.decompose.relations import dense_view
 from einrel.frontend.tensor import build_graph
 
 N = 16

@@ -6,12 +6,14 @@ Two rules, tried in order (`RULES`):
   CSR sparse-dense product, run by torch's row-parallel `spmm_reduce` on the tuples sorted by
   the output key (the sort is cached with the structure, so a structure fed again is not
   sorted again);
-- `chunked`: anything else. Tuples are taken a chunk at a time, in the order of the key the
-  output keeps (sorted once per structure), and each chunk becomes a dense einsum over a tuple
-  label: relation operands give their values, dense operands their rows gathered at the
-  chunk's keys. A relation output keeps the chunk's values; a dense output reduces each run
-  of equal keys (`reduceat`) into its row, starting from the aggregation's identity, so keys
-  without tuples get it. No array larger than one chunk times the other labels is made.
+- `chunked`: anything else. Tuples are taken a chunk at a time (for a max or min, in the
+  order of the key the output keeps, sorted once per structure), and each chunk becomes a
+  dense einsum over a tuple label: relation operands give their values, dense operands their
+  rows gathered at the chunk's keys. A relation output keeps the chunk's values; a dense
+  output adds each chunk's rows onto their keys' rows (torch's `index_add_`, in tuple order),
+  or for another aggregation reduces each run of equal keys in key order (`reduceat`),
+  starting from the aggregation's identity, so keys without tuples get it. No array larger
+  than one chunk times the other labels is made.
 
 Relation operands of one einsum are blocks of one structure in one order (see `kernels.coo`);
 dense operands are the blocks of the same join box, so a key's local index is its global index
@@ -222,8 +224,10 @@ def _chunked(
             shape, agg_identity(op.agg), cdt, out if kept + rest == op.output else None
         )
         flat_acc = acc.reshape((math.prod(size[lab] for lab in kept), -1))
-        if kept:
-            perm, seg = _segments(first, tuple(dims[lab] for lab in kept))
+        kdims = tuple(dims[lab] for lab in kept)
+        add = _index_add(flat_acc, first, kdims) if kept and op.agg == "sum" else None
+        if kept and add is None:
+            perm, seg = _segments(first, kdims)
     local = {lab: (first.indices[k], first.offsets[k]) for lab, k in dims.items()}
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
@@ -233,7 +237,9 @@ def _chunked(
             dense_einsum(inner, arrays, variables, cdt.name, out=values[lo:hi])
             continue
         vals = dense_einsum(inner, arrays, variables, cdt.name)
-        if not kept:
+        if add is not None:
+            add(lo, hi, vals)
+        elif not kept:
             flat_acc[0] = ufunc(flat_acc[0], vals.reshape(-1))
         else:
             keys = seg[lo:hi]
@@ -247,6 +253,35 @@ def _chunked(
         order = kept + rest
         return finish(np.transpose(acc, [order.index(lab) for lab in op.output]), dtype)
     return relation_result(first, [dims[lab] for lab in kept], finish(values, dtype))
+
+
+def _index_add(
+    acc: np.ndarray, first: Coo, dims: tuple[int, ...]
+) -> Callable[[int, int, np.ndarray], None] | None:
+    """A sum onto kept keys as torch's `index_add_` of each chunk's rows, in tuple order: no
+    sort of the tuples and no gather in sorted order (ten times faster than sorted segments
+    for 2.6·10^5 tuples onto 10^5 rows). None when the accumulator is not float."""
+    if acc.dtype not in (np.float32, np.float64):
+        return None
+    import torch
+
+    def make() -> Any:
+        if len(dims) == 1:
+            flat = first.local(dims[0])
+        else:
+            flat = np.ravel_multi_index(
+                tuple(first.local(k) for k in dims), tuple(first.shape[k] for k in dims)
+            )
+        return torch.from_numpy(np.asarray(flat, dtype=np.int64))
+
+    keys = cached(first, ("flat-keys", dims), make)
+    target = torch.from_numpy(acc)
+
+    def add(lo: int, hi: int, vals: np.ndarray) -> None:
+        with torch_threads():
+            target.index_add_(0, keys[lo:hi], torch.from_numpy(vals.reshape(hi - lo, -1)))
+
+    return add
 
 
 def _accumulator(
