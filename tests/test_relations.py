@@ -201,15 +201,17 @@ def test_a_relation_fed_again_follows_labels_dealt_with_a_changing_one() -> None
 
 
 def test_column_blocks_of_a_table_read_at_few_rows_are_gathered_not_copied() -> None:
-    """EinDecomp cuts the table's columns here: each block is a strided view of the feed, read
-    at 50 of its 4000 rows by both rules (a CSR product, and the chunked join of three)."""
+    """EinDecomp splitting even small joins cuts the table's columns here: each block is a
+    strided view of the feed, read at 50 of its 4000 rows by both rules (a CSR product, and
+    the chunked join of three)."""
     rng = np.random.default_rng(0)
     n, d, b = 4000, 8, 50
     A = er.relation("A", keys={"u": n, "v": n}, nnz=b)
     T = er.relation("T", keys={"t": b, "u": n, "v": n}, nnz=b)
     H, g = er.input("H", (n, d)), er.input("g", (b,))
     outs = [er.einsum("uv,ud->vd", A, H), er.einsum("t,tuv,ud->vd", g, T, H)]
-    prog = er.compile(outs, devices=er.cpu(2), progress=False)
+    split = er.partitioners.EinDecomp(small_join=0)
+    prog = er.compile(outs, devices=er.cpu(2), partitioner=split, progress=False)
     cut = [t.offset for t in prog.plan.tasks.tasks if t.kind == "input" and t.shape == (n, d // 2)]
     assert (0, d // 2) in cut  # column blocks
     for _ in range(2):

@@ -35,8 +35,9 @@ def test_demo_pipeline_passes_and_writes_its_files(tmp_path: Path) -> None:
 
 
 def test_demo_fails_loudly_on_a_wrong_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo_mod, "SUM_ERROR_FACTOR", 0.0)
-    res = runner.invoke(app, ["demo", "--size", "tiny", "--runs", "1", "--trace", ""])
+    monkeypatch.setattr(demo_mod, "SUM_ERROR_FACTOR", 0.0)  # no room for split sums
+    args = ["--size", "tiny", "--runs", "1", "--trace", "", "--partitioner", "largest-dim"]
+    res = runner.invoke(app, ["demo", *args])
     assert res.exit_code == 1, res.output
     assert "FAIL" in res.output
 

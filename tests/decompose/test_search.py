@@ -134,7 +134,7 @@ def test_dp_is_exact_on_small_trees(seed: int) -> None:
     n, space = (4, "all") if seed % 3 else (2, "contraction")
     want = brute_force(graph, n, space)
     for order in ("forward", "reverse"):
-        dec = eindecomp(graph, n, space=space, order=order, sweeps=0, seeds=())
+        dec = eindecomp(graph, n, space=space, order=order, sweeps=0, seeds=(), small_join=0)
         assert plan_cost(graph, dec) == pytest.approx(want), order
 
 
@@ -171,3 +171,20 @@ def test_the_approximate_search_still_gives_a_valid_plan() -> None:
     graph = get_workload("llama_block", size="tiny").graph()
     dec = eindecomp(graph, 8, repartition="approx", space="all_range")
     check_decomposition(graph, dec)
+
+
+def test_small_contractions_stay_whole_unless_told_to_split() -> None:
+    x, w = er.input("x", (64, 32)), er.input("w", (32, 16))
+    big_x, big_w = er.input("X", (512, 512)), er.input("W", (512, 512))
+    graph = build_graph([er.einsum("ij,jk->ik", x, w), er.einsum("ij,jk->ik", big_x, big_w)])
+    small, big = graph.outputs
+
+    def blocks(dec: dict, v: int) -> int:
+        return math.prod(d.parts for d in dec[v].dims)
+
+    dec = eindecomp(graph, 2)  # 64·32 + 32·16 elements read: below SMALL_JOIN
+    assert (blocks(dec, small), blocks(dec, big)) == (1, 2)
+    dec = eindecomp(graph, 2, small_join=0)
+    assert (blocks(dec, small), blocks(dec, big)) == (2, 2)
+    with pytest.raises(er.CompileError, match="small_join"):
+        eindecomp(graph, 2, small_join=-1)

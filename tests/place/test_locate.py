@@ -81,7 +81,7 @@ def test_greedy_moves_less_than_round_robin_on_a_training_step() -> None:
 
     wl = get_workload("llama_block", size="tiny", dtype="float64", mode="train")
     graph = wl.graph()
-    dec = get_partitioner("eindecomp")(graph, 4)
+    dec = get_partitioner("eindecomp", small_join=0)(graph, 4)  # split even what is small
     tg = build_tasks(graph, dec)
     feeds = wl.make_feeds(0)
     want = evaluate(wl.outputs, feeds)

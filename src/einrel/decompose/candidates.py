@@ -22,6 +22,13 @@ from ..ir.graph import GNode, Graph
 
 SPACES = ("contraction", "all", "all_range")
 
+# In the `contraction` space a contraction whose whole join reads fewer elements than this may
+# stay whole: each block task costs the engine about 0.15 to 0.25 ms to dispatch, run and book,
+# more than such a join gains from a second worker. A KGE step at batch 256 (Kinships) made 113
+# tasks on er.cpu(2) and took 17.4 ms, against 9.7 ms for its 34 on er.cpu(1); with its small
+# contractions whole it makes 45 tasks and takes 8.6 ms on er.cpu(2).
+SMALL_JOIN = 1 << 17
+
 
 def divisors(n: int) -> tuple[int, ...]:
     return tuple(d for d in range(1, n + 1) if n % d == 0)
@@ -75,11 +82,18 @@ def grids_for(sizes: tuple[int, ...], counts: tuple[int, ...]) -> tuple[tuple[in
 
 
 def candidate_parts(
-    graph: Graph, v: int, n: int, space: str = "all_range"
+    graph: Graph, v: int, n: int, space: str = "all_range", small_join: float = 0
 ) -> tuple[tuple[int, ...], ...]:
-    """Parts per dimension of the partition space of node v, for n blocks in `space`."""
+    """Parts per dimension of the partition space of node v, for n blocks in `space`; in the
+    `contraction` space a contraction whose whole join reads fewer than `small_join` elements
+    may take fewer blocks than n (down to one) like any other node."""
     node = graph[v]
     shape = node.einsum.join_shape if node.op == "einsum" else node.shape
+    if space == "contraction" and small_join > 0 and is_contraction(node):
+        from .cost import join_cost
+
+        if join_cost(graph, v, (1,) * len(shape)) < small_join:
+            return grids_for(tuple(shape), divisors(n))
     return grids_for(tuple(shape), block_counts(node, n, space))
 
 

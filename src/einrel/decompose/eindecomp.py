@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import CompileError
 from ..ir.graph import Graph
 from .baselines import data_parallel, largest_dim, model_parallel
-from .candidates import SPACES, check_ndev
+from .candidates import SMALL_JOIN, SPACES, check_ndev
 from .cost import LEAVES
 from .partition import Partition
 from .treedp import TreeSearch
@@ -102,6 +102,7 @@ def eindecomp(
     sweeps: int = 4,
     seeds: Sequence[str] = ("data-parallel", "model-parallel", "largest-dim"),
     fixed: Mapping[Any, Partition] | None = None,
+    small_join: float = SMALL_JOIN,
 ) -> dict[int, Partition]:
     """A partition per node that minimises modelled elements moved, over `space` with
     n = ndev · slots blocks.
@@ -111,7 +112,8 @@ def eindecomp(
     improvement (0 for none); `repartition`: the first passes' edge cost ("approx" is the
     paper's search estimate; improvement and the final choice use the exact cost);
     `input_discount`: divides the join replication of graph inputs and fills; `fixed`: pins
-    nodes (by id, or inputs by name) to a Partition.
+    nodes (by id, or inputs by name) to a Partition; `small_join`: contractions that read
+    fewer elements may stay whole (0: every contraction takes n blocks, as in the paper).
     """
     n = check_ndev(ndev) * _positive_int(slots, "slots")
     if order not in ORDERS:
@@ -126,8 +128,11 @@ def eindecomp(
         )
     if not isinstance(input_discount, int | float) or not input_discount > 0:
         raise CompileError(f"input_discount must be positive, got {input_discount!r}")
+    if isinstance(small_join, bool) or not isinstance(small_join, int | float) or small_join < 0:
+        raise CompileError(f"small_join must be a number >= 0, got {small_join!r}")
     pinned = resolve_fixed(graph, fixed)
-    search = TreeSearch(graph, n, space, float(input_discount), repartition == "exact", pinned)
+    exact = repartition == "exact"
+    search = TreeSearch(graph, n, space, float(input_discount), exact, pinned, small_join)
     orders = ("forward", "reverse") if order == "both" else (order,)
     plans = [search.first_pass(o) for o in orders]
     for name in _check_seeds(seeds):

@@ -53,10 +53,12 @@ class TreeSearch:
         input_discount: float,
         exact: bool,
         fixed: Mapping[int, Grid],
+        small_join: float = 0,
     ) -> None:
         self.graph = graph
         self.n = n
         self.space = space
+        self.small_join = small_join
         self.input_discount = input_discount
         self.exact = exact
         self.fixed = fixed
@@ -84,13 +86,13 @@ class TreeSearch:
         elif is_whole_reshape(self.graph, node):
             grids, key = [whole_grid(node.shape)], ("whole",)
         else:
-            key = (self.n, self.space)
+            key = (self.n, self.space, self.small_join)
         full = space_key(self.graph, v, key)
         sp = self._space_cache.get(full)
         if sp is None:
             if grids is None:
                 shape = partition_shape(node)
-                parts = candidate_parts(self.graph, v, self.n, self.space)
+                parts = candidate_parts(self.graph, v, self.n, self.space, self.small_join)
                 grids = [even_grid(shape, p) for p in parts]
             sp = build_space(self.graph, v, grids, self.input_discount)
             self._space_cache[full] = sp

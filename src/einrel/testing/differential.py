@@ -61,6 +61,7 @@ class Options:
     ray: bool = False
     chunks: tuple[tuple[str, Any], ...] | None = None  # for partitioner "chunks"
     pool_min_bytes: int | None = None  # the local engine's; 0 pools every block of a tiny case
+    small_join: float | None = None  # EinDecomp's; 0 splits every contraction of a tiny case
 
     def kwargs(self) -> dict[str, Any]:
         import einrel as er
@@ -80,6 +81,8 @@ class Options:
             kw["chunks"] = dict(self.chunks)
         if self.pool_min_bytes is not None:
             kw["engine_options"] = {"pool_min_bytes": self.pool_min_bytes}
+        if self.small_join is not None:
+            kw["partitioner_options"] = {"small_join": self.small_join}
         return kw
 
     def source(self) -> str:
@@ -96,6 +99,8 @@ class Options:
             args.append(f"chunks={dict(self.chunks)!r}")
         if self.pool_min_bytes is not None:
             args.append(f"engine_options={{'pool_min_bytes': {self.pool_min_bytes}}}")
+        if self.small_join is not None:
+            args.append(f"partitioner_options={{'small_join': {self.small_join}}}")
         return f"prog = er.compile(outs, {', '.join(args)})"
 
 
@@ -128,6 +133,7 @@ def draw_options(ch: Choices, case: Case | None = None, ray: bool = False) -> Op
         seed=ch.integer(0, 3),
         ray=ray,
         pool_min_bytes=0 if engine == "local" and not ray and ch.coin(0.5) else None,
+        small_join=0 if partitioner == "eindecomp" and ch.coin(0.7) else None,
     )
 
 
