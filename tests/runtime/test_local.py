@@ -12,7 +12,9 @@ rounding while still catching any wrong block, offset or aggregation.
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -202,15 +204,26 @@ def test_four_devices_on_two_cores_respect_the_core_cap() -> None:
     check_run(tg, feeds, eng)
 
 
-def test_runs_leave_no_threads_and_engine_is_reusable() -> None:
+def test_runs_keep_their_threads_until_close_and_engine_is_reusable() -> None:
     tg, feeds = _matmul_chain(2)
     before = threading.active_count()
     eng = LocalEngine(2)
     first = eng.evaluate(tg, feeds)
+    kept = len(eng.threads)
+    assert kept == 4  # a worker and a transfer channel per device
     second = eng.evaluate(tg, feeds)
     np.testing.assert_array_equal(first[0], second[0])
     close(first[0], interpret(tg.graph, feeds)[0])
+    assert threading.active_count() == before + kept
+    eng.close()
     assert threading.active_count() == before
+    np.testing.assert_array_equal(eng.evaluate(tg, feeds)[0], first[0])  # new threads
+    del eng
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before  # a dropped engine's threads end too
 
 
 def test_graph_on_more_devices_than_the_engine_is_refused() -> None:

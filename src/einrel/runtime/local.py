@@ -36,7 +36,7 @@ from ..taskgraph.cost import CostModel
 from ..taskgraph.interpret import Runner, run_task
 from ..taskgraph.ir import TaskGraph
 from .core import Core, Priority, TaskSchedule, make_task_schedule
-from .driver import ThreadDriver, WorkBase
+from .driver import SlotThreads, ThreadDriver, WorkBase
 from .engine import RunResult
 from .pool import MIN_BYTES, BlockPool
 
@@ -198,6 +198,7 @@ class LocalEngine:
         self.blas_threads = max(1, ncores // (ndev * workers_per_device))
         self.runner: Runner = runner if runner is not None else run_task
         self.pool = BlockPool(pool_min_bytes) if reuse_buffers else None
+        self.threads = SlotThreads()
         self._plan: tuple[TaskGraph, Priority, CostModel, TaskSchedule] | None = None
         self._pooled: tuple[TaskGraph, list[bool]] | None = None
         self._blas: Any = None
@@ -246,7 +247,7 @@ class LocalEngine:
         driver = ThreadDriver(run)
         try:
             with self._blas_limit():
-                wall = driver.run()
+                wall = driver.run(self.threads)
         finally:
             if self.pool is not None:
                 self.pool.end_run()
@@ -266,9 +267,11 @@ class LocalEngine:
         )
 
     def close(self) -> None:
-        """Release the buffers kept for the next run."""
+        """Release the buffers and end the threads kept for the next run (a later run starts
+        new ones)."""
         if self.pool is not None:
             self.pool.clear()
+        self.threads.close()
 
     def evaluate(self, tg: TaskGraph, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """Convenience: bind named feeds, run, and tile the graph outputs."""
