@@ -77,16 +77,7 @@ class TorchTrainer:
         u = torch.from_numpy(pairs[0].astype(np.int64))
         i = torch.from_numpy(pairs[1].astype(np.int64))
         ue, ie = self.embeddings()
-        pu = ue[u]
-        sp = (pu * ie[i]).sum(-1)
-        sn = torch.einsum("bd,bkd->bk", pu, ie[j])
-        if cfg.loss == "bpr":
-            per = torch.nn.functional.softplus(sn[:, 0] - sp)
-        elif cfg.loss == "simce":
-            per = torch.relu(cfg.margin - sp + sn.max(1).values)
-        else:
-            per = torch.logsumexp(torch.cat([sp[:, None], sn], 1), 1) - sp
-        loss = per.mean()
+        loss = self.rec.torch_loss(cfg, ue, ie, u, i, j)
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()

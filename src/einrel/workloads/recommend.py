@@ -201,17 +201,27 @@ def torch_twin(
     pos, neg = feeds["Pos"].indices, feeds["Neg"].indices
     u, i = torch.from_numpy(pos[1].astype(np.int64)), torch.from_numpy(pos[2].astype(np.int64))
     j = torch.from_numpy(neg[3].astype(np.int64)).view(-1, cfg.negatives)
-    sp = (ue[u] * ie[i]).sum(-1)
-    sn = torch.einsum("bd,bkd->bk", ue[u], ie[j])
+    loss = torch_loss(cfg, ue, ie, u, i, j)
+    loss.backward()
+    return [float(loss.detach()), _grad(P), _grad(Q)]
+
+
+def torch_loss(cfg: RecConfig, ue: Any, ie: Any, u: Any, i: Any, j: Any) -> Any:
+    """The batch loss in torch from user and item embeddings, the batch's users `u` and
+    positive items `i` and its negatives `j` (batch × K): the definitions the torch twin and
+    the benchmark's torch peer share."""
+    import torch
+
+    pu = ue[u]
+    sp = (pu * ie[i]).sum(-1)
+    sn = torch.einsum("bd,bkd->bk", pu, ie[j])
     if cfg.loss == "bpr":
         per = torch.nn.functional.softplus(sn[:, 0] - sp)
     elif cfg.loss == "simce":
         per = torch.relu(cfg.margin - sp + sn.max(1).values)
     else:
         per = torch.logsumexp(torch.cat([sp[:, None], sn], 1), 1) - sp
-    loss = per.mean()
-    loss.backward()
-    return [float(loss.detach()), _grad(P), _grad(Q)]
+    return per.mean()
 
 
 class Trainer:
