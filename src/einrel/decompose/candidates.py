@@ -19,6 +19,7 @@ import math
 
 from ..errors import CompileError
 from ..ir.graph import GNode, Graph
+from .cost import join_cost
 
 SPACES = ("contraction", "all", "all_range")
 
@@ -89,11 +90,14 @@ def candidate_parts(
     may take fewer blocks than n (down to one) like any other node."""
     node = graph[v]
     shape = node.einsum.join_shape if node.op == "einsum" else node.shape
-    if space == "contraction" and small_join > 0 and is_contraction(node):
-        from .cost import join_cost
-
-        if join_cost(graph, v, (1,) * len(shape)) < small_join:
-            return grids_for(tuple(shape), divisors(n))
+    small = (
+        space == "contraction"
+        and small_join > 0
+        and is_contraction(node)
+        and join_cost(graph, v, (1,) * len(shape)) < small_join
+    )
+    if small:
+        return grids_for(tuple(shape), divisors(n))
     return grids_for(tuple(shape), block_counts(node, n, space))
 
 
